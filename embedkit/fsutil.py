@@ -23,11 +23,23 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a mkstemp/mkdtemp path the permissions a normally created file or directory would have."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
     """Call ``write(fileobj)`` on a temporary file and rename it to ``path`` only if it succeeds."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        make_readable(tmp)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

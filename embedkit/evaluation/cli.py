@@ -1,0 +1,113 @@
+"""``embedkit eval``: evaluate encoders x poolings x reducers on Chinese STS tasks and write a report.
+
+Imports nothing heavy at module level (torch, matplotlib and scipy load when the command runs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("embedkit.evaluation")
+
+DEFAULT_REDUCERS = "none,whitening:256,pca:256,jl:256"
+
+
+def _default_data_dir() -> str:
+    env = os.environ.get("EMBEDKIT_STS_DATA")
+    if env:
+        return env
+    here = Path(__file__).resolve().parents[2]  # the checkout root for an editable install
+    for cand in (Path.cwd().parent / "shared" / "data" / "sts-zh", here.parent / "shared" / "data" / "sts-zh"):
+        if cand.is_dir():
+            return str(cand)
+    return "../shared/data/sts-zh"
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _int_list(value: str | None, what: str) -> list[int]:
+    out = []
+    for v in _csv(value):
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not an integer", param_hint=what) from None
+    return out
+
+
+@click.command("eval")
+@click.option("--data", "data_dir", default=None, metavar="DIR",
+              help="senteval_cn root: DIR/<TASK>/<TASK>.<split>.data [default: $EMBEDKIT_STS_DATA or "
+                   "../shared/data/sts-zh].")
+@click.option("--tasks", default=None, metavar="A,B", help="Tasks to run [default: every task folder in DIR].")
+@click.option("--models", default=None, metavar="M1,M2",
+              help="Model directories or hub ids [default: the default encoder, m3e-small].")
+@click.option("--poolings", default="model", show_default=True, metavar="P1,P2",
+              help="Poolings: model, cls, pooler, last-avg, first-last-avg.")
+@click.option("--reducers", default=DEFAULT_REDUCERS, show_default=True, metavar="R1,R2",
+              help="Reducers: none, whitening[:k], pca[:k], jl:k (a kind without k is expanded over --dims).")
+@click.option("--dims", default=None, metavar="K1,K2", help="Dimensions for reducers given without one.")
+@click.option("--protocol", type=click.Choice(["paper", "fit-train"]), default="paper", show_default=True,
+              help="paper: fit on the evaluated splits (BERT-whitening's chn/eval.py); fit-train: fit on train.")
+@click.option("--split", "splits", default=None, metavar="S1,S2",
+              help="Splits to score: train, valid, test [default: all for paper, test for fit-train].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N pairs of each split.")
+@click.option("--fit-corpus", type=click.Path(dir_okay=False), default=None,
+              help="fit-train: fit reducers on this file (one sentence a line) instead of the train split.")
+@click.option("--fit-limit", type=click.IntRange(min=2), default=None,
+              help="fit-train: only the first N train pairs are used for fitting.")
+@click.option("--max-length", type=click.IntRange(min=1), default=None,
+              help="Token limit [default: the paper's 64, 128 for PAWSX].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
+@click.option("-o", "--output", "out_dir", default="reports/eval", show_default=True, metavar="DIR",
+              help="Where results.json, report.md and report.html go.")
+@click.option("--cache-dir", default=".eval-cache", show_default=True, metavar="DIR",
+              help="Encoding cache (re-runs with other reducers do not re-encode).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the encoding cache.")
+@click.option("--no-plots", is_flag=True, help="Leave the figures out of report.html.")
+@click.option("--progress/--no-progress", default=None, help="Encoding progress bars [default: if stderr is a terminal].")
+def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, splits, limit, fit_corpus,
+             fit_limit, max_length, batch_size, device, out_dir, cache_dir, no_cache, no_plots, progress):
+    """Evaluate encoders on Chinese STS tasks (Spearman of cosine vs label) and write a report.
+
+    \b
+    Example:
+      embedkit eval --tasks STS-B,LCQMC --models ../shared/models/m3e-small \\
+          --reducers none,whitening:256 --split test -o reports/eval
+    """
+    from .evaluator import run_grid
+    from .report import grid_table, write_report
+
+    t0 = time.perf_counter()
+    if progress is None:
+        progress = sys.stderr.isatty()
+    results = run_grid(
+        data_dir or _default_data_dir(), tasks=_csv(tasks), models=_csv(models) or [None],
+        poolings=_csv(poolings), reducers=_csv(reducers), dims=_int_list(dims, "--dims"),
+        protocol=protocol, splits=_csv(splits), limit=limit, fit_corpus=fit_corpus, fit_limit=fit_limit,
+        max_length=max_length, batch_size=batch_size, cache_dir=None if no_cache else cache_dir,
+        device=device, progress=progress)
+    paths = write_report(results, out_dir, plots=not no_plots)
+    failed = [c for c in results["cells"] if c.get("error")]
+    for split in sorted({c["split"] for c in results["cells"]}):
+        header, rows = grid_table(results, split)
+        click.echo(f"Spearman x 100, {split} split (protocol {protocol}):")
+        click.echo("| " + " | ".join(header) + " |")
+        click.echo("|" + "|".join("---" for _ in header) + "|")
+        for r in rows:
+            click.echo("| " + " | ".join(r) + " |")
+        click.echo("")
+    c = results["cache"]
+    log.info("encoded %d sentences in %.1fs (cache: %d hits, %d misses); wall time %.1fs",
+             c["n_encoded"], c["encode_s"], c["hits"], c["misses"], time.perf_counter() - t0)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    if failed:
+        log.warning("%d of %d cells could not be computed (see report.md)", len(failed), len(results["cells"]))

@@ -1,0 +1,331 @@
+"""Write an evaluation's ``results.json``, ``report.md`` and a self-contained ``report.html`` (matplotlib
+PNGs embedded as base64 data URIs), with published numbers side by side where the setting matches."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+
+from ..fsutil import atomic_write_bytes
+
+PUBLISHED_FILE = "published_bert_whitening_zh.json"
+PROTOCOL_TEXT = {
+    "paper": "paper: reducer fitted on the vectors of every evaluated split of the task (both sides of "
+             "each pair), as in BERT-whitening's chn/eval.py; max_length 64 (128 for PAWSX)",
+    "fit-train": "fit-train: reducer fitted on the task's train split (or a named corpus), the chosen "
+                 "splits scored; nothing of the scored split is seen when fitting",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def jsonable(obj):
+    """NaN / inf -> None recursively (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def fmt(x, scale: float = 100.0, nd: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x * scale:.{nd}f}"
+
+
+def load_published(path: str | os.PathLike | None = None) -> dict:
+    if path is not None:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    return json.loads(resources.files("embedkit.data").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8"))
+
+
+def match_published(results: dict, published: dict | None) -> list[dict]:
+    """Rows (our cell, published figure, delta) for cells whose model / pooling / reducer kind / task
+    match a published entry.  Our model matches if its name contains one of the aliases."""
+    if not published:
+        return []
+    aliases = [a.lower() for a in published.get("model_aliases", [])]
+    split_pref = "test"
+    rows = []
+    for c in results["cells"]:
+        name = str(c.get("model_name", "")).lower()
+        if c["split"] != split_pref or not any(a in name for a in aliases):
+            continue
+        for e in published.get("entries", []):
+            if (e["pooling"], e["reducer"], e["task"]) == (c["pooling"], c["reducer_kind"], c["task"]):
+                ours = c["spearman"]
+                delta = None if ours is None or not math.isfinite(ours) else ours * 100 - e["spearman"]
+                rows.append({"model_name": c["model_name"], "pooling": c["pooling"], "reducer": c["reducer"],
+                             "task": c["task"], "split": c["split"], "ours": ours,
+                             "published": e["spearman"], "delta": delta, "note": e.get("note")})
+    return rows
+
+
+def _configs(results: dict) -> list[tuple]:
+    seen = []
+    for c in results["cells"]:
+        key = (c["model_name"], c["pooling"], c["reducer"])
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def _splits(results: dict) -> list[str]:
+    order = {"train": 0, "valid": 1, "test": 2}
+    return sorted({c["split"] for c in results["cells"]}, key=lambda s: order.get(s, 9))
+
+
+def grid_table(results: dict, split: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of Spearman x 100: one row per (model, pooling, reducer), tasks + averages."""
+    tasks = results["settings"]["tasks"]
+    cell = {(c["model_name"], c["pooling"], c["reducer"], c["task"]): c for c in results["cells"]
+            if c["split"] == split}
+    avg = {(a["model_name"], a["pooling"], a["reducer"]): a for a in results["averages"] if a["split"] == split}
+    header = ["model", "pooling", "reducer", "dim"] + tasks + ["avg", "w-avg"]
+    rows = []
+    for m, p, r in _configs(results):
+        cs = [cell.get((m, p, r, t)) for t in tasks]
+        dim = next((c["dim"] for c in cs if c and c.get("dim")), None)
+        a = avg.get((m, p, r), {})
+        rows.append([m, p, r, str(dim or "—")] + [fmt(c["spearman"]) if c else "—" for c in cs]
+                    + [fmt(a.get("spearman_avg")), fmt(a.get("spearman_w_avg"))])
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _data_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for d in results["data"]:
+        sk = ", ".join(f"{k} {v}" for k, v in d["skipped"].items()) or "0"
+        rows.append([d["task"], d["split"] + (" (fit)" if d.get("role") == "fit" else ""), str(d["n_pairs"]),
+                     sk, d["sha256"][:16] + "…"])
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# markdown
+# --------------------------------------------------------------------------------------------
+def render_markdown(results: dict, published_rows: list[dict]) -> str:
+    s = results["settings"]
+    lines = [f"# embedkit STS evaluation", "",
+             f"- protocol: **{results['protocol']}** — {PROTOCOL_TEXT[results['protocol']]}",
+             f"- data: `{s['data_dir']}`; tasks {', '.join(s['tasks'])}; splits {', '.join(s['splits'])}"
+             + (f"; first {s['limit']} pairs per split" if s.get("limit") else ""),
+             "- models: " + "; ".join(f"`{m['name']}` ({m['pooling']}, max_length {m['max_length']}, "
+                                      f"dim {m['dim']})" for m in results["models"]),
+             "- metric: Spearman × 100 of cosine similarity against the label (Pearson in results.json)",
+             ""]
+    for split in _splits(results):
+        h, rows = grid_table(results, split)
+        lines += [f"## Spearman × 100, {split} split", "", _md_table(h, rows), ""]
+    errors = [c for c in results["cells"] if c.get("error")]
+    if errors:
+        lines += ["Cells that could not be computed:", ""]
+        lines += [f"- {c['model_name']} {c['pooling']} {c['reducer']} {c['task']}-{c['split']}: {c['error']}"
+                  for c in errors[:20]]
+        lines.append("")
+    if published_rows:
+        lines += ["## Against published numbers (BERT-whitening paper, Chinese)", "",
+                  _md_table(["model", "pooling", "reducer", "task", "ours", "published", "delta"],
+                            [[r["model_name"], r["pooling"], r["reducer"], r["task"], fmt(r["ours"]),
+                              f"{r['published']:.2f}", "—" if r["delta"] is None else f"{r['delta']:+.2f}"]
+                             for r in published_rows]), ""]
+    lines += ["## Data", "", _md_table(["task", "split", "pairs", "skipped rows", "sha256"], _data_rows(results)),
+              "", "## Timings (seconds)", "",
+              _md_table(["stage", "s"], [[k, f"{v:.2f}"] for k, v in results["timings"].items()]), "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v), ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------------
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _main_split(results: dict) -> str:
+    splits = _splits(results)
+    return "test" if "test" in splits else splits[-1]
+
+
+def plot_dimension(results: dict) -> bytes:
+    """Spearman against output dimension: one panel per task, one line per (model, pooling, reducer kind)."""
+    from matplotlib.figure import Figure
+
+    split = _main_split(results)
+    tasks = results["settings"]["tasks"]
+    ncol = min(len(tasks), 3)
+    nrow = math.ceil(len(tasks) / ncol)
+    fig = Figure(figsize=(4.2 * ncol, 3.3 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    series: dict = defaultdict(dict)
+    for c in results["cells"]:
+        if c["split"] == split and c.get("dim") and math.isfinite(c["spearman"]):
+            series[(c["task"], c["model_name"], c["pooling"], c["reducer_kind"])][c["dim"]] = c["spearman"] * 100
+    kind_color = {"none": "0.45", "whitening": "C0", "pca": "C1", "jl": "C2"}
+    configs = sorted({(m, p) for (_, m, p, _) in series})
+    markers, styles = "os^Dv<>", ["-", "--", ":", "-."]
+    for i, task in enumerate(tasks):
+        ax = axes[i // ncol][i % ncol]
+        for (t, m, p, kind), pts in sorted(series.items()):
+            if t != task:
+                continue
+            ci = configs.index((m, p))
+            xs = sorted(pts)
+            label = f"{m} · {p} · {kind}"
+            style = dict(color=kind_color.get(kind, "C3"), marker=markers[ci % len(markers)])
+            if kind == "none":
+                ax.axhline(pts[xs[0]], ls=styles[ci % len(styles)], lw=1, color=style["color"])
+                ax.plot(xs, [pts[x] for x in xs], ls="none", label=label, **style)
+            else:
+                ax.plot(xs, [pts[x] for x in xs], ls=styles[ci % len(styles)], label=label, **style)
+        ax.set_title(f"{task} ({split})")
+        ax.set_xlabel("dimension")
+        ax.set_ylabel("Spearman × 100")
+        ax.grid(alpha=0.3)
+    for j in range(len(tasks), nrow * ncol):
+        axes[j // ncol][j % ncol].set_visible(False)
+    legend: dict = {}
+    for row in axes:
+        for ax in row:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(lab, h)
+    handles, labels = list(legend.values()), list(legend)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
+                   bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(labels) / 4)))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_heatmap(results: dict) -> bytes:
+    """The grid as a heat-map of Spearman × 100 (rows: model / pooling / reducer; columns: tasks)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    split = _main_split(results)
+    header, rows = grid_table(results, split)
+    cols = header[4:]
+    vals = np.array([[float(v) if v != "—" else np.nan for v in r[4:]] for r in rows], dtype=float)
+    labels = [f"{r[0]} · {r[1]} · {r[2]}" for r in rows]
+    fig = Figure(figsize=(1.1 * len(cols) + 3.5, 0.42 * len(rows) + 1.6))
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    finite = vals[np.isfinite(vals)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            if np.isfinite(vals[i, j]):
+                ax.text(j, i, f"{vals[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if vals[i, j] < mid else "black")
+    ax.set_title(f"Spearman × 100 ({split} split, protocol {results['protocol']})")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# html
+# --------------------------------------------------------------------------------------------
+_CSS = """body{font-family:system-ui,-apple-system,"Noto Sans CJK SC",sans-serif;margin:2rem auto;max-width:1100px;
+color:#222;padding:0 1rem}table{border-collapse:collapse;margin:.5rem 0 1.5rem;font-size:.9rem}
+td,th{border:1px solid #ccc;padding:.25rem .55rem;text-align:right}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}
+th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5rem 0 1.5rem}.muted{color:#777;font-size:.85rem}
+code{background:#f5f5f5;padding:0 .2rem}"""
+
+_JS = """window.addEventListener('load',function(){var imgs=document.images,ok=0;
+for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0){ok++;}}
+var s=document.getElementById('img-status');s.setAttribute('data-loaded',ok);
+s.setAttribute('data-total',imgs.length);s.textContent=ok+' of '+imgs.length+' figures rendered';});"""
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    return ("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r) + "</tr>" for r in rows)
+            + "</tbody></table>")
+
+
+def render_html(results: dict, published_rows: list[dict], plots: dict[str, bytes]) -> str:
+    e = html.escape
+    s = results["settings"]
+    limit_note = f"; first {s['limit']} pairs per split" if s.get("limit") else ""
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>embedkit STS evaluation</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>embedkit STS evaluation</h1>",
+             f"<p><b>Protocol {e(results['protocol'])}</b>: {e(PROTOCOL_TEXT[results['protocol']])}.</p>",
+             f"<p>Data <code>{e(s['data_dir'])}</code>; tasks {e(', '.join(s['tasks']))}; splits "
+             f"{e(', '.join(s['splits']))}{e(limit_note)}."
+             " Metric: Spearman × 100 of cosine similarity against the label.</p>"]
+    for split in _splits(results):
+        h, rows = grid_table(results, split)
+        parts += [f"<h2>Spearman × 100, {e(split)} split</h2>", _html_table(h, rows)]
+    captions = {"dimension": "Spearman against output dimension, per task and reducer",
+                "heatmap": "The grid at a glance"}
+    for name, png in plots.items():
+        parts += [f"<h2>{e(captions.get(name, name))}</h2>",
+                  f"<img alt='{e(captions.get(name, name))}' src='data:image/png;base64,"
+                  f"{base64.b64encode(png).decode('ascii')}'>"]
+    if published_rows:
+        parts += ["<h2>Against published numbers (BERT-whitening paper, Chinese)</h2>",
+                  _html_table(["model", "pooling", "reducer", "task", "ours", "published", "delta"],
+                              [[r["model_name"], r["pooling"], r["reducer"], r["task"], fmt(r["ours"]),
+                                f"{r['published']:.2f}", "—" if r["delta"] is None else f"{r['delta']:+.2f}"]
+                               for r in published_rows])]
+    parts += ["<h2>Data</h2>", _html_table(["task", "split", "pairs", "skipped rows", "sha256"], _data_rows(results)),
+              "<h2>Models</h2>", _html_table(["model", "pooling", "max_length", "dim", "path"],
+                                             [[m["name"], m["pooling"], m["max_length"], m["dim"], m["model"]]
+                                              for m in results["models"]]),
+              "<h2>Timings (s)</h2>", _html_table(["stage", "s"], [[k, f"{v:.2f}"] for k, v in results["timings"].items()]),
+              "<p class='muted'>" + e(", ".join(f"{k} {v}" for k, v in results["versions"].items() if v)) + "</p>",
+              "<p id='img-status' class='muted' data-loaded='0' data-total='?'></p>",
+              f"<script>{_JS}</script></body></html>"]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# write
+# --------------------------------------------------------------------------------------------
+def write_report(results: dict, out_dir: str | os.PathLike, *, published: dict | None | bool = True,
+                 plots: bool = True) -> dict:
+    """Write results.json, report.md and report.html into ``out_dir``; return their paths.
+    ``published=True`` uses the bundled BERT-whitening table; pass a dict, or None to leave it out."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pub = load_published() if published is True else (published or None)
+    pub_rows = match_published(results, pub)
+    results["published"] = {"source": pub.get("source"), "provenance": pub.get("provenance"),
+                            "rows": pub_rows} if pub else None
+    figs = {"dimension": plot_dimension(results), "heatmap": plot_heatmap(results)} if plots else {}
+    md = render_markdown(results, pub_rows)
+    page = render_html(results, pub_rows, figs)
+    results["timings"]["report_s"] = round(time.perf_counter() - t0, 3)
+    paths = {"results": out / "results.json", "markdown": out / "report.md", "html": out / "report.html"}
+    atomic_write_bytes(paths["markdown"], md.encode("utf-8"))
+    atomic_write_bytes(paths["html"], page.encode("utf-8"))
+    atomic_write_bytes(paths["results"], (json.dumps(jsonable(results), ensure_ascii=False, indent=1,
+                                                     allow_nan=False) + "\n").encode("utf-8"))
+    return paths
