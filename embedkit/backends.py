@@ -25,7 +25,7 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 32
-PQ_DIMS_PER_SUBQUANTIZER = 4  # ivf-pq: m = dim / 4 sub-quantizers of 8 bits -> dim/4 bytes per vector
+PQ_DIMS_PER_SUBQUANTIZER = 2  # ivf-pq: m = dim / 2 sub-quantizers of 8 bits -> dim/2 bytes per vector (8x smaller)
 TOMBSTONE_REBUILD_FRACTION = 0.25
 
 

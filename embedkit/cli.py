@@ -21,7 +21,24 @@ COMMANDS = {
 }
 
 
+class EmbedkitUsageError(click.ClickException):
+    """An EmbedkitError surfaced by the CLI: one line on stderr, exit status 1, no traceback."""
+
+    exit_code = 1
+
+    def show(self, file=None):
+        click.echo(f"embedkit: error: {self.format_message()}", err=True)
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx):
+        from .errors import EmbedkitError
+
+        try:
+            return super().invoke(ctx)
+        except EmbedkitError as e:
+            raise EmbedkitUsageError(str(e)) from None
+
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
@@ -70,25 +87,8 @@ def cli(verbose: int, quiet: bool):
 
 
 def main(argv=None) -> None:
-    """Console entry point: embedkit's own errors print one line and exit 1 (no traceback)."""
-    from .errors import EmbedkitError
-
-    try:
-        cli.main(args=argv, prog_name="embedkit", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
-        sys.exit(130)
-    except EmbedkitError as e:
-        click.echo(f"embedkit: error: {e}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("embedkit: interrupted (nothing was written)", err=True)
-        sys.exit(130)
+    """Console entry point."""
+    cli.main(args=argv, prog_name="embedkit")
 
 
 if __name__ == "__main__":  # pragma: no cover

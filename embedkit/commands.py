@@ -13,10 +13,13 @@ from pathlib import Path
 
 import click
 
+from .scale_cli import engine_options, milvus_options, milvus_params, migrate_cmd
+
 log = logging.getLogger("embedkit")
 
 POOLING_CHOICES = ["model", "cls", "pooler", "last-avg", "first-last-avg"]
-INDEX_HELP = "flat | hnsw | ivf-flat | ivf-pq, or a FAISS factory string (e.g. 'IVF256,PQ32')."
+INDEX_HELP = ("flat | hnsw | ivf-flat | ivf-pq, or a FAISS factory string (e.g. 'IVF256,PQ32'); "
+              "milvus[:flat|ivf-flat|hnsw|autoindex] for a Milvus collection (see --milvus-uri).")
 
 
 def corpus_options(f):
@@ -58,18 +61,26 @@ def _make_encoder(model, pooling, max_length, batch_size, device, backend):
 
 # ------------------------------------------------------------------------------------------------
 @click.command()
-@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output .npy (float32 vectors); ids go to OUTPUT with suffix .ids.json.")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Output .npy (float32 vectors); ids go to OUTPUT with suffix .ids.json. "
+                   "--engine ray: a new directory of Parquet shards (id, vector).")
 @click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Encode through an index's query path (its model, pooling, reducer, metric).")
 @click.option("--no-normalize", is_flag=True, help="Keep raw vectors (no L2 normalisation).")
 @corpus_options
 @encoder_options
+@engine_options
 def encode(input, output, index_dir, no_normalize, fmt, text_field, id_field, column, id_column,
-           model, pooling, max_length, batch_size, device, backend):
+           model, pooling, max_length, batch_size, device, backend, engine, address, num_workers):
     """Encode INPUT (.txt one sentence a line, .jsonl, .tsv) into OUTPUT.npy plus OUTPUT.ids.json."""
     import numpy as np
+
+    if engine == "ray":  # also reads Parquet; see embedkit/ray_encode.py
+        from .scale_cli import ray_encode
+
+        return ray_encode(input, output, index_dir, no_normalize, fmt, text_field, id_field, column, id_column,
+                          model, pooling, max_length, batch_size, device, backend, address, num_workers)
 
     from .corpus import CorpusStats
     from .fsutil import atomic_write, atomic_write_json
@@ -122,9 +133,11 @@ def index():
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at OUTPUT.")
 @corpus_options
 @encoder_options
+@engine_options
+@milvus_options
 def index_build(corpus, output, reduce, index_type, metric, ef_search, nprobe, chunk_size, fit_sample,
                 overwrite, fmt, text_field, id_field, column, id_column, model, pooling, max_length,
-                batch_size, device, backend):
+                batch_size, device, backend, engine, address, num_workers, milvus_uri, milvus_collection):
     """Build an index directory from CORPUS."""
     from .corpus import CorpusStats
     from .index import EmbedIndex
@@ -132,6 +145,23 @@ def index_build(corpus, output, reduce, index_type, metric, ef_search, nprobe, c
 
     make_reducer(reduce)  # validate before loading the model
     params = {k: v for k, v in (("efSearch", ef_search), ("nprobe", nprobe)) if v is not None}
+    if index_type == "milvus" or index_type.startswith("milvus:"):
+        params = milvus_params(params, milvus_uri, milvus_collection)
+        from .milvus_backend import preflight
+
+        preflight(index_type, output, params)  # an unreachable server fails before the model loads
+    elif milvus_uri or milvus_collection:
+        raise click.BadParameter("--milvus-uri/--milvus-collection need --index milvus[:TYPE]",
+                                 param_hint="--milvus-uri")
+    if engine == "ray":
+        from .scale_cli import ray_build
+
+        return ray_build(corpus, output, address=address, num_workers=num_workers, batch_size=batch_size,
+                         model=model, pooling=pooling, max_length=max_length, device=device,
+                         corpus_kwargs={"fmt": fmt, "text_field": text_field, "id_field": id_field,
+                                        "column": column, "id_column": id_column},
+                         reduce=reduce, index=index_type, metric=metric, index_params=params,
+                         chunk_size=chunk_size, fit_sample=fit_sample, overwrite=overwrite)
     stats = CorpusStats()
     enc = _make_encoder(model, pooling, max_length, batch_size, device, backend)
     idx = EmbedIndex.build(output, _iter_docs(corpus, fmt, text_field, id_field, column, id_column, stats),
@@ -139,6 +169,9 @@ def index_build(corpus, output, reduce, index_type, metric, ef_search, nprobe, c
                            chunk_size=chunk_size, fit_sample=fit_sample, overwrite=overwrite)
     log.info(stats.summary())
     click.echo(json.dumps(_summary(idx), ensure_ascii=False))
+
+
+index.add_command(migrate_cmd)
 
 
 @index.command("add")

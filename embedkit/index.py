@@ -236,6 +236,10 @@ class EmbedIndex:
         reducer = Reducer.load(gen)
         if reducer.spec != manifest["reducer"]["spec"]:
             raise IndexFormatError(f"reducer in {gen} is {reducer.spec}, manifest says {manifest['reducer']['spec']}")
+        if manifest["index"].get("backend") == "milvus":  # documents and vectors live in Milvus
+            from .milvus_index import MilvusIndex
+
+            return MilvusIndex.open(directory, gen, manifest, encoder, reducer)
         be = FaissBackend.load(gen, manifest["index"], manifest["metric"], manifest["dim"])
         store = DocStore(gen / DocStore.FILE)
         if be.ntotal != manifest["count"] or store.count() != manifest["count"]:
@@ -256,6 +260,14 @@ class EmbedIndex:
         The reducer and any IVF quantizer are fitted on the first ``fit_sample`` documents."""
         from .encoder import Encoder
 
+        if isinstance(index, str) and (index == "milvus" or index.startswith("milvus:")):
+            from .milvus_index import MilvusIndex  # --index milvus[:TYPE]: a Milvus collection
+
+            return MilvusIndex.build(directory, docs, encoder=encoder, model=model, pooling=pooling,
+                                     max_length=max_length, reduce=reduce, index=index, metric=metric,
+                                     index_params=index_params, chunk_size=chunk_size, fit_sample=fit_sample,
+                                     overwrite=overwrite, batch_size=batch_size,
+                                     show_progress_bar=show_progress_bar)
         if metric not in METRICS:
             raise InputError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
         if chunk_size <= 0 or fit_sample <= 0:

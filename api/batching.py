@@ -1,0 +1,225 @@
+"""Dynamic micro-batching: concurrent requests' texts are merged into one encoder call.
+
+One consumer task owns the model. A request puts its texts in a bounded queue and awaits a future.
+The consumer takes the oldest request, waits at most ``wait_ms`` (counted from when that request
+arrived) for others to join, then takes whole requests, oldest first, until the next one would push
+the batch past ``max_batch`` texts (a request larger than ``max_batch`` runs alone; the encoder
+splits it). The model runs in a single worker thread, never on the event loop; while it runs, new
+requests queue up and form the next batch, so under load the batches fill by themselves.
+
+With ``merge=False`` every request is its own encoder call (batching off) through the same queue,
+worker thread and limits: the only difference between the two modes is the merging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("api.batching")
+
+EncodeFn = Callable[[list[str]], np.ndarray]
+BatchHook = Callable[[int, int, float], None]  # (texts, requests, seconds) after each encoder call
+
+
+class QueueFullError(Exception):
+    """The bounded queue cannot take this request now (the client should retry later)."""
+
+    def __init__(self, queued: int, requested: int, limit: int):
+        self.queued, self.requested, self.limit = queued, requested, limit
+        super().__init__(f"the encoder queue is full ({queued} texts waiting, this request adds {requested}, "
+                         f"limit {limit}); retry later")
+
+
+class BatcherClosedError(Exception):
+    """The batcher is not running (the server is starting up or shutting down)."""
+
+
+@dataclass
+class _Item:
+    texts: list[str]
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class MicroBatcher:
+    def __init__(self, fn: EncodeFn, *, max_batch: int = 64, wait_ms: float = 2.0, max_queue: int = 2048,
+                 merge: bool = True, on_batch: BatchHook | None = None):
+        if max_batch <= 0 or max_queue <= 0 or wait_ms < 0:
+            raise ValueError(f"max_batch and max_queue must be positive and wait_ms >= 0, got "
+                             f"{max_batch}, {max_queue}, {wait_ms}")
+        self.fn = fn
+        self.max_batch = max_batch
+        self.wait_s = wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.merge = merge
+        self.on_batch = on_batch
+        self._pending: deque[_Item] = deque()
+        self._queued = 0  # texts waiting (not yet in a running encoder call)
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: list[_Item] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedkit-encoder")
+        self._task = asyncio.create_task(self._run(), name="embedkit-batcher")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        inflight = list(self._inflight)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        leftovers = inflight + list(self._pending)
+        self._pending.clear()
+        self._inflight = []
+        for item in leftovers:
+            if not item.future.done():
+                item.future.set_exception(BatcherClosedError("the server is shutting down"))
+        self._queued = 0
+        executor, self._executor = self._executor, None
+        if executor is not None:  # let a running encoder call finish, without blocking the event loop
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    @property
+    def queue_depth(self) -> int:
+        """Texts waiting for the encoder."""
+        return self._queued
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- the request side -----------------------------------------------------------------------
+    async def submit(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode ``texts`` (a non-empty list) in some batch; returns their rows, in order."""
+        texts = list(texts)
+        if not texts:
+            raise ValueError("submit() needs at least one text")
+        if not self.running:
+            raise BatcherClosedError("the encoder is not running")
+        if self._queued + len(texts) > self.max_queue:
+            raise QueueFullError(self._queued, len(texts), self.max_queue)
+        item = _Item(texts, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        self._queued += len(texts)
+        self._wakeup.set()
+        # A cancelled waiter (client gone, server stopping) leaves a cancelled future behind; the
+        # consumer skips it, so abandoned requests cost no encoder time if they have not started.
+        return await item.future
+
+    # -- the consumer ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self.merge and self.wait_s > 0:
+                await self._wait_for_company()
+            batch = self._take()
+            if not batch:
+                continue
+            self._inflight = batch
+            try:
+                await self._encode(loop, batch)
+            except Exception as e:  # noqa: BLE001 - the consumer must outlive any one batch
+                log.exception("encoder batch failed unexpectedly")
+                for it in batch:
+                    if not it.future.done():
+                        it.future.set_exception(e)
+            finally:
+                self._inflight = []
+
+    async def _encode(self, loop, batch: list[_Item]) -> None:
+        texts = [t for it in batch for t in it.texts]
+        t0 = time.perf_counter()
+        try:
+            out = await loop.run_in_executor(self._executor, self.fn, texts)
+        except Exception as e:  # noqa: BLE001 - delivered to the waiting requests
+            await self._fail_or_retry(loop, batch, e)
+            return
+        finally:
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(len(texts), len(batch), time.perf_counter() - t0)
+                except Exception:  # pragma: no cover - metrics never break serving
+                    log.exception("batch hook failed")
+        self._deliver(batch, out)
+
+    async def _wait_for_company(self) -> None:
+        """Wait until the oldest request has waited wait_s, or a full batch is queued."""
+        deadline = self._pending[0].arrived + self.wait_s
+        while self._queued < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        n = 0
+        while self._pending:
+            item = self._pending[0]
+            if item.future.done():  # cancelled while waiting
+                self._pending.popleft()
+                self._queued -= len(item.texts)
+                continue
+            if batch and (not self.merge or n + len(item.texts) > self.max_batch):
+                break
+            self._pending.popleft()
+            self._queued -= len(item.texts)
+            batch.append(item)
+            n += len(item.texts)
+            if not self.merge:
+                break
+        return batch
+
+    def _deliver(self, batch: list[_Item], out) -> None:
+        out = np.asarray(out)
+        if out.ndim != 2 or out.shape[0] != sum(len(it.texts) for it in batch):
+            raise RuntimeError(f"the encoder returned shape {out.shape} for "
+                               f"{sum(len(it.texts) for it in batch)} texts")
+        start = 0
+        for it in batch:
+            rows = out[start:start + len(it.texts)]
+            start += len(it.texts)
+            if not it.future.done():
+                it.future.set_result(rows)
+
+    async def _fail_or_retry(self, loop, batch: list[_Item], error: Exception) -> None:
+        """One request's bad input must not fail its batch-mates: retry each request on its own."""
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_exception(error)
+            return
+        for it in batch:
+            if it.future.done():
+                continue
+            try:
+                rows = await loop.run_in_executor(self._executor, self.fn, it.texts)
+            except Exception as e:  # noqa: BLE001
+                if not it.future.done():
+                    it.future.set_exception(e)
+            else:
+                if not it.future.done():
+                    it.future.set_result(np.asarray(rows))

@@ -1,0 +1,75 @@
+"""``embedkit serve``: run the REST service with uvicorn. Heavy imports happen inside the command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("api")
+
+
+@click.command()
+@click.argument("index_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="EMBEDKIT_API_KEY", show_envvar=True, default=None,
+              help="Require 'Authorization: Bearer KEY' on every endpoint except /health, / and /docs.")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Merge concurrent requests into encoder batches.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most texts in one encoder call.")
+@click.option("--batch-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
+              help="How long a request waits for others to share its batch.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Texts waiting for the encoder before new requests get 503 + Retry-After.")
+@click.option("--max-texts", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Texts (queries, inputs, documents) per request.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Characters per text.")
+@click.option("--max-top-k", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=2 * 1024 * 1024, show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
+@click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
+                                                 "model directory's name).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, max_queue, max_texts, max_chars,
+          max_top_k, max_body_bytes, backend, device, model_name, access_log):
+    """Serve the index in INDEX_DIR: /search, /encode, /v1/embeddings, /documents, /health, /info,
+    /metrics, a search page at / and API docs at /docs."""
+    from embedkit.errors import EmbedkitError
+    from embedkit.index import current_generation, read_manifest
+
+    from .settings import Settings
+
+    settings = Settings(index_dir=index_dir, host=host, port=port, api_key=api_key, batching=batching,
+                        max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, max_texts=max_texts,
+                        max_chars=max_chars, max_top_k=max_top_k, max_body_bytes=max_body_bytes, backend=backend,
+                        device=device, model_name=model_name)
+    # Cheap checks first, so a wrong path fails in a second with one clear line.
+    try:
+        read_manifest(current_generation(index_dir))
+    except EmbedkitError as e:
+        raise EmbedkitError(f"cannot serve index {str(index_dir)!r}: {e}") from None
+
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings)
+    level = logging.getLogger("api").getEffectiveLevel()
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=access_log,
+                            log_level="warning" if level >= logging.WARNING else "info", server_header=False,
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits by itself when the lifespan (index load) fails
+        if e.code and app.state.startup_error:
+            raise EmbedkitError(f"the server did not start: {app.state.startup_error}") from None
+        raise
+    if not server.started:
+        reason = app.state.startup_error or "see the messages above"
+        raise EmbedkitError(f"the server did not start: {reason}")

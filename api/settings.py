@@ -1,0 +1,77 @@
+"""Server settings: one immutable object built by the CLI (or by hand) and passed to ``create_app``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from embedkit.errors import InputError
+
+API_KEY_ENV = "EMBEDKIT_API_KEY"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to know; every limit is enforced per request.
+
+    ``max_queue`` bounds the texts waiting for the encoder (queued, not yet in a running batch);
+    a request that would push it past the bound is answered 503 with ``Retry-After``."""
+
+    index_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = field(default=None, repr=False)
+    # request limits
+    max_texts: int = 256           # texts (queries, inputs, documents) in one request
+    max_chars: int = 4096          # characters in one text
+    max_top_k: int = 100
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_filter_fields: int = 16
+    # micro-batching
+    batching: bool = True
+    max_batch: int = 64            # texts per encoder call
+    batch_wait_ms: float = 2.0     # how long the first request of a batch waits for company
+    max_queue: int = 2048          # texts waiting for the encoder
+    retry_after_s: int = 1
+    # model
+    backend: str = "torch"
+    device: str | None = None
+    model_name: str | None = None  # the name /v1/embeddings reports (default: the model dir's name)
+    log_level: str = "info"
+
+    def __post_init__(self):
+        object.__setattr__(self, "index_dir", Path(self.index_dir))
+        if self.api_key is not None and not str(self.api_key).strip():
+            object.__setattr__(self, "api_key", None)
+        _positive = ("max_texts", "max_chars", "max_top_k", "max_body_bytes", "max_filter_fields", "max_batch",
+                     "max_queue", "retry_after_s")
+        for name in _positive:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise InputError(f"setting {name} must be a positive integer, got {v!r}")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise InputError(f"port must be in 0..65535, got {self.port!r}")
+        if not 0 <= float(self.batch_wait_ms) <= 1000:
+            raise InputError(f"batch_wait_ms must be in 0..1000, got {self.batch_wait_ms!r}")
+        if self.max_queue < self.max_texts:
+            raise InputError(f"max_queue ({self.max_queue}) must be at least max_texts ({self.max_texts}), "
+                             "or a full-size request could never be accepted")
+
+    @classmethod
+    def from_env(cls, index_dir, **overrides) -> "Settings":
+        """Settings with the API key taken from ``EMBEDKIT_API_KEY`` unless given."""
+        if overrides.get("api_key") is None:
+            overrides["api_key"] = os.environ.get(API_KEY_ENV) or None
+        return cls(index_dir=index_dir, **overrides)
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    def public(self) -> dict:
+        """The settings a client may see (/info): never the API key."""
+        d = asdict(self)
+        d.pop("api_key")
+        d["index_dir"] = str(self.index_dir)
+        d["auth"] = self.api_key is not None
+        return d
