@@ -2,7 +2,8 @@
 
 One consumer task owns the model. A request puts its texts in a bounded queue and awaits a future.
 The consumer takes the oldest request, waits at most ``wait_ms`` (counted from when that request
-arrived) for others to join, then takes whole requests, oldest first, until the next one would push
+arrived) for others to join (only while requests are concurrent: after a batch that merged several
+or saw new ones arrive; a lone client is never delayed), then takes whole requests, oldest first, until the next one would push
 the batch past ``max_batch`` texts (a request larger than ``max_batch`` runs alone; the encoder
 splits it). The model runs in a single worker thread, never on the event loop; while it runs, new
 requests queue up and form the next batch, so under load the batches fill by themselves.
@@ -67,6 +68,7 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: list[_Item] = []
+        self._busy = False  # did the last batch see concurrent requests?
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,7 +132,7 @@ class MicroBatcher:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.merge and self.wait_s > 0:
+            if self.merge and self.wait_s > 0 and self._busy:
                 await self._wait_for_company()
             batch = self._take()
             if not batch:
@@ -145,6 +147,10 @@ class MicroBatcher:
                         it.future.set_exception(e)
             finally:
                 self._inflight = []
+            # Wait for company only where there is some: after a batch that merged requests or saw new
+            # ones arrive while it ran. A lone client never pays the window (nor the timer's wake-up
+            # latency, which on a busy machine is larger than the window).
+            self._busy = len(batch) > 1 or bool(self._pending)
 
     async def _encode(self, loop, batch: list[_Item]) -> None:
         texts = [t for it in batch for t in it.texts]

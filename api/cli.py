@@ -30,13 +30,17 @@ log = logging.getLogger("api")
               help="Characters per text.")
 @click.option("--max-top-k", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=2 * 1024 * 1024, show_default=True)
+@click.option("--search-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="OpenMP threads per FAISS search (concurrent requests search in parallel anyway).")
+@click.option("--worker-threads", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Threads for searches and index writes (the encoder has its own).")
 @click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, max_queue, max_texts, max_chars,
-          max_top_k, max_body_bytes, backend, device, model_name, access_log):
+          max_top_k, max_body_bytes, search_threads, worker_threads, backend, device, model_name, access_log):
     """Serve the index in INDEX_DIR: /search, /encode, /v1/embeddings, /documents, /health, /info,
     /metrics, a search page at / and API docs at /docs."""
     from embedkit.errors import EmbedkitError
@@ -47,7 +51,8 @@ def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, ma
     settings = Settings(index_dir=index_dir, host=host, port=port, api_key=api_key, batching=batching,
                         max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, max_texts=max_texts,
                         max_chars=max_chars, max_top_k=max_top_k, max_body_bytes=max_body_bytes, backend=backend,
-                        device=device, model_name=model_name)
+                        device=device, model_name=model_name, search_threads=search_threads,
+                        worker_threads=worker_threads)
     # Cheap checks first, so a wrong path fails in a second with one clear line.
     try:
         read_manifest(current_generation(index_dir))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,26 @@ class Service:
                                     on_batch=metrics.observe_batch)
         self.model_name = settings.model_name or Path(str(index.encoder.model_name)).name
         metrics.bind(lambda: self.batcher.queue_depth, lambda: len(self.index))
+        self._pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
+        # Searches, vector post-processing and index writes run here. Each FAISS call uses
+        # settings.search_threads OpenMP threads: concurrency comes from concurrent requests, and
+        # OpenMP teams per small query cost far more than the search itself (9 ms vs 0.03 ms measured
+        # for one query on a 361-document flat index on a busy 2-core machine).
+        self._pool = ThreadPoolExecutor(max_workers=self.settings.worker_threads,
+                                        thread_name_prefix="embedkit-worker", initializer=_limit_faiss_threads,
+                                        initargs=(self.settings.search_threads,))
         await self.batcher.start()
 
     async def stop(self) -> None:
         await self.batcher.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True)
+
+    async def _run(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     # -- vectors --------------------------------------------------------------------------------
     def _encode_raw(self, texts: list[str]) -> np.ndarray:
@@ -70,7 +85,7 @@ class Service:
             rows = idx.search_vectors(self.finish(raw), top_k, filter=filter, min_score=min_score)
             return [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, rows)], count
 
-        return await asyncio.to_thread(work)
+        return await self._run(work)
 
     async def encode(self, texts: list[str], reduce: bool, normalize: bool | None):
         raw = await self.embed_raw(texts)
@@ -81,7 +96,7 @@ class Service:
             return {"embeddings": vecs.tolist(), "dim": int(vecs.shape[1]), "reduced": reduce, "normalized": norm,
                     "model": self.model_name}
 
-        return await asyncio.to_thread(work)
+        return await self._run(work)
 
     async def embeddings(self, texts: list[str], encoding_format: str, dimensions: int | None) -> dict:
         dim = self.index.dim
@@ -106,7 +121,7 @@ class Service:
                     "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(items)],
                     "model": self.model_name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-        return await asyncio.to_thread(work)
+        return await self._run(work)
 
     async def add_documents(self, docs: list[Doc]) -> dict:
         ids = [d.id for d in docs]
@@ -115,7 +130,7 @@ class Service:
             if i in seen:
                 raise ApiError(422, "validation_error", f"documents: id {i!r} appears more than once in this request")
             seen.add(i)
-        existing = await asyncio.to_thread(lambda: [i for i in ids if self.index.get(i) is not None])
+        existing = await self._run(lambda: [i for i in ids if self.index.get(i) is not None])
         if existing:
             raise ApiError(409, "conflict", f"id {existing[0]!r} is already in the index ({len(existing)} existing "
                                             "id(s) in this request); nothing was added")
@@ -132,7 +147,7 @@ class Service:
                 raise
             return {"added": n, "ids": ids, "count": len(self.index)}
 
-        return await asyncio.to_thread(work)
+        return await self._run(work)
 
     async def delete_document(self, doc_id: str) -> dict:
         def work():
@@ -144,10 +159,10 @@ class Service:
                 raise ApiError(404, "not_found", str(e)) from None
             return {"deleted": n, "id": doc_id, "count": len(self.index)}
 
-        return await asyncio.to_thread(work)
+        return await self._run(work)
 
     async def get_document(self, doc_id: str) -> dict:
-        hit = await asyncio.to_thread(self.index.get, doc_id)
+        hit = await self._run(lambda: self.index.get(doc_id))
         if hit is None:
             raise ApiError(404, "not_found", f"no document with id {doc_id!r} in the index")
         return {"id": hit.id, "text": hit.text, "metadata": hit.metadata}
@@ -164,3 +179,13 @@ class Service:
                 "index_type": m["index"].get("factory", str(m["index"])), "count": int(m["count"]),
                 "generation": idx.generation.name, "embedkit_version": __version__,
                 "settings": self.settings.public()}
+
+
+def _limit_faiss_threads(n: int) -> None:
+    """Thread initializer: OpenMP settings are per thread, so each pool thread sets its own."""
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except Exception:  # pragma: no cover - FAISS without OpenMP
+        pass

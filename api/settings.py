@@ -34,6 +34,9 @@ class Settings:
     batch_wait_ms: float = 2.0     # how long the first request of a batch waits for company
     max_queue: int = 2048          # texts waiting for the encoder
     retry_after_s: int = 1
+    # threads
+    worker_threads: int = 4        # searches, post-processing and index writes (the encoder has its own)
+    search_threads: int = 1        # OpenMP threads per FAISS search call
     # model
     backend: str = "torch"
     device: str | None = None
@@ -45,7 +48,7 @@ class Settings:
         if self.api_key is not None and not str(self.api_key).strip():
             object.__setattr__(self, "api_key", None)
         _positive = ("max_texts", "max_chars", "max_top_k", "max_body_bytes", "max_filter_fields", "max_batch",
-                     "max_queue", "retry_after_s")
+                     "max_queue", "retry_after_s", "worker_threads", "search_threads")
         for name in _positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -66,3 +67,23 @@ def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
     import numpy as np
 
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
+    """Yield a temporary path beside ``path`` for a tool that writes files by name (FAISS, ONNX);
+    it is renamed to ``path`` if the block succeeds and removed if it fails."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        make_readable(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

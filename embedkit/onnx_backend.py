@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 OPSET = 17
 FORMAT_VERSION = 2  # bump when the exported graph's layout changes
 # Dynamic quantisation settings of the onnx-int8 graph (part of its cache key).
-QUANT_RECIPE = "dynamic-s8-per-channel-reduce-range"
+QUANT_RECIPE = "dynamic-s8-per-channel-reduce-range-matmul-attention"
 INSTALL_HINT = "pip install 'embedkit[onnx]'"
 
 # How many exports/quantisations this process performed (tests use it to check cache reuse).
@@ -263,9 +263,16 @@ def quantize_onnx(src: Path, dst: Path) -> None:
 
         # Signed int8 weights, per output channel, with reduce_range: on AVX2 CPUs without VNNI the
         # u8*s8 kernels can saturate at full 8-bit range (cosine to fp32 fell to ~0.6 without it).
-        quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        # The embedding table stays fp32 (a lookup, no compute to save; quantising it costs accuracy).
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer's generic "consider pre-processing" warning
+        try:
+            quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, per_channel=True,
+                             reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            root.setLevel(level)
         os.replace(tmp, dst)
     except BaseException:
         try:

@@ -76,16 +76,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, timeout
     ``host:port`` / ``ray://host:port``: that cluster — probed first so a wrong address fails within
     ``timeout`` seconds instead of hanging."""
     ray = _ray()
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    if address not in (None, "", "local", "auto"):
+        _probe(address, timeout)
     if ray.is_initialized():
         return False
-    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         if address in (None, "", "local"):
             ray.init(num_cpus=num_cpus, **kwargs)
         else:
-            if address != "auto":
-                _probe(address, timeout)
             ray.init(address=address, **kwargs)
     except EmbedkitError:
         raise
@@ -187,7 +187,8 @@ def read_corpus(path, *, fmt=None, text_field="text", id_field="id", column=None
             if f not in names:
                 raise InputError(f"Parquet input {str(first)!r} has no column {f!r} (columns: {names}); choose "
                                  "them with --id-field / --text-field")
-        ds = ray.data.read_parquet(str(path), columns=[c for c in (id_field, text_field, "metadata") if c in names])
+        ds = ray.data.read_parquet(str(path), num_cpus=LIGHT_TASK_CPUS).select_columns(
+            [c for c in (id_field, text_field, "metadata") if c in names])
 
         def norm(batch, _has_meta="metadata" in names):
             import pyarrow as pa
@@ -241,7 +242,9 @@ def encode_dataset(ds, cfg: dict, *, num_workers: int, batch_size: int, max_retr
     if gpus:
         per_actor = {"num_gpus": 1}
     else:  # leave a little CPU to the light parse/write tasks, or they could never be scheduled
-        per_actor = {"num_cpus": max(LIGHT_TASK_CPUS, (cpus - 2 * LIGHT_TASK_CPUS) / max(1, workers))}
+        # Logical CPUs only schedule: actors get (cpus - 1) / workers so that one CPU stays free for
+        # the read / list / write tasks (which ask for a whole CPU), else the pipeline could deadlock.
+        per_actor = {"num_cpus": max(LIGHT_TASK_CPUS, (cpus - 1) / max(1, workers))}
         cfg = dict(cfg, threads=max(1, round(cpus / max(1, workers))), device=cfg.get("device") or "cpu")
     return ds.map_batches(EncodeActor, fn_constructor_kwargs={"cfg": cfg}, batch_size=batch_size,
                           batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),

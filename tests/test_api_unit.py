@@ -101,12 +101,30 @@ def test_wait_window_gathers_requests_that_arrive_together():
         b = MicroBatcher(fn, max_batch=8, wait_ms=200, max_queue=100)
         await b.start()
         outs = await asyncio.gather(*(b.submit([f"t{i}"]) for i in range(8)))
+        # under concurrency, a request waits (up to wait_ms) for a late companion
+        first = asyncio.create_task(b.submit(["early"]))
+        await asyncio.sleep(0.02)
+        second = asyncio.create_task(b.submit(["late"]))
+        await asyncio.gather(first, second)
         await b.stop()
         return fn, outs
 
     fn, outs = run(main())
-    assert [len(c) for c in fn.calls] == [8]  # a full batch does not wait out the window
+    assert [len(c) for c in fn.calls] == [8, 2]  # a full batch does not wait out the window
     assert all(o.shape == (1, 4) for o in outs)
+
+
+def test_a_lone_client_does_not_wait_for_the_window():
+    async def main():
+        fn = BlockingFn()
+        b = MicroBatcher(fn, max_batch=8, wait_ms=60_000, max_queue=100)
+        await b.start()
+        for i in range(3):  # one at a time: never concurrent, so never held back for a minute
+            await asyncio.wait_for(b.submit([f"alone {i}"]), timeout=30)
+        await b.stop()
+        return fn.calls
+
+    assert run(main()) == [["alone 0"], ["alone 1"], ["alone 2"]]
 
 
 def test_batching_off_runs_every_request_alone():

@@ -167,13 +167,23 @@ def test_published_numbers_are_matched_with_a_delta():
 # --------------------------------------------------------------------------------------------
 # CLI + report + browser
 # --------------------------------------------------------------------------------------------
+def run_cli(argv) -> int:
+    """Run ``embedkit ARGV`` in-process; return its exit status."""
+    try:
+        main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 @pytest.fixture(scope="module")
 def cli_report(small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     cache = tmp_path_factory.mktemp("cache")
-    main(["-q", "eval", "--data", str(small_data), "--tasks", "STS-B,MYPAIRS", "--models", TINY,
-          "--reducers", "none,whitening,pca,jl", "--dims", "8,16", "--split", "test",
-          "-o", str(out), "--cache-dir", str(cache), "--no-progress"])
+    code = run_cli(["-q", "eval", "--data", str(small_data), "--tasks", "STS-B,MYPAIRS", "--models", TINY,
+                    "--reducers", "none,whitening,pca,jl", "--dims", "8,16", "--split", "test",
+                    "-o", str(out), "--cache-dir", str(cache), "--no-progress"])
+    assert code == 0
     return out
 
 
@@ -205,17 +215,17 @@ def test_report_html_opens_in_headless_chromium_with_images_loaded(cli_report, t
 
 
 def test_cli_prints_the_table_and_errors_are_one_line(small_data, tmp_path, capsys):
-    main(["-q", "eval", "--data", str(small_data), "--tasks", "MYPAIRS", "--models", TINY,
-          "--reducers", "none", "-o", str(tmp_path / "o"), "--no-cache", "--no-plots", "--no-progress"])
+    assert run_cli(["-q", "eval", "--data", str(small_data), "--tasks", "MYPAIRS", "--models", TINY,
+                    "--reducers", "none", "-o", str(tmp_path / "o"), "--no-cache", "--no-plots",
+                    "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "| tiny-random-bert-zh | model | none | 128 |" in out
     cases = [(["--tasks", "NOPE"], "unknown task 'NOPE'"),
              (["--data", str(tmp_path / "missing")], "does not exist"),
              (["--reducers", "whitening:abc"], "'whitening:abc'")]
     for extra, msg in cases:
-        with pytest.raises(SystemExit) as e:
-            main(["eval", "--data", str(small_data), "--models", TINY, "-o", str(tmp_path / "x"),
-                  "--no-cache"] + extra)
-        assert e.value.code == 1
+        code = run_cli(["eval", "--data", str(small_data), "--models", TINY, "-o", str(tmp_path / "x"),
+                        "--no-cache"] + extra)
+        assert code == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("embedkit: error:") and msg in err[-1], err

@@ -18,9 +18,9 @@ from ..fsutil import atomic_write_bytes
 
 PUBLISHED_FILE = "published_bert_whitening_zh.json"
 PROTOCOL_TEXT = {
-    "paper": "paper: reducer fitted on the vectors of every evaluated split of the task (both sides of "
+    "paper": "reducer fitted on the vectors of every evaluated split of the task (both sides of "
              "each pair), as in BERT-whitening's chn/eval.py; max_length 64 (128 for PAWSX)",
-    "fit-train": "fit-train: reducer fitted on the task's train split (or a named corpus), the chosen "
+    "fit-train": "reducer fitted on the task's train split (or a named corpus), the chosen "
                  "splits scored; nothing of the scored split is seen when fitting",
 }
 
@@ -71,6 +71,12 @@ def match_published(results: dict, published: dict | None) -> list[dict]:
                              "task": c["task"], "split": c["split"], "ours": ours,
                              "published": e["spearman"], "delta": delta, "note": e.get("note")})
     return rows
+
+
+def fit_note(results: dict) -> str:
+    """What the reducers were fitted on, e.g. ``test (per task)``, from the cells' fit records."""
+    ons = sorted({c["fit"]["on"] for c in results["cells"] if c.get("fit")})
+    return ", ".join(ons) + " (per task)" if ons else "nothing (no reducer fitted)"
 
 
 def _configs(results: dict) -> list[tuple]:
@@ -131,6 +137,7 @@ def render_markdown(results: dict, published_rows: list[dict]) -> str:
              "- models: " + "; ".join(f"`{m['name']}` ({m['pooling']}, max_length {m['max_length']}, "
                                       f"dim {m['dim']})" for m in results["models"]),
              "- metric: Spearman × 100 of cosine similarity against the label (Pearson in results.json)",
+             f"- reducers fitted on: {fit_note(results)}",
              ""]
     for split in _splits(results):
         h, rows = grid_table(results, split)
@@ -278,7 +285,8 @@ def render_html(results: dict, published_rows: list[dict], plots: dict[str, byte
              f"<p><b>Protocol {e(results['protocol'])}</b>: {e(PROTOCOL_TEXT[results['protocol']])}.</p>",
              f"<p>Data <code>{e(s['data_dir'])}</code>; tasks {e(', '.join(s['tasks']))}; splits "
              f"{e(', '.join(s['splits']))}{e(limit_note)}."
-             " Metric: Spearman × 100 of cosine similarity against the label.</p>"]
+             " Metric: Spearman × 100 of cosine similarity against the label. Reducers fitted on: "
+             f"{e(fit_note(results))}.</p>"]
     for split in _splits(results):
         h, rows = grid_table(results, split)
         parts += [f"<h2>Spearman × 100, {e(split)} split</h2>", _html_table(h, rows)]

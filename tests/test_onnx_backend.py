@@ -1,0 +1,136 @@
+"""The ONNX Runtime backends: same vectors as the torch path, usable int8, exports cached once."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from embedkit import onnx_backend  # noqa: E402
+from embedkit.encoder import Encoder  # noqa: E402
+from embedkit.errors import InputError  # noqa: E402
+
+from .conftest import M3E, TINY  # noqa: E402
+
+SENTENCES = [
+    "今天天气不错",
+    "明天会下雨吗",
+    "怎么开通信用卡",
+    "信用卡怎么申请开通，需要带身份证吗？",
+    "我想查询一下我的花呗账单",
+    "这部电影的结局让人意想不到",
+    "北京到上海的高铁票多少钱",
+    "a",
+    "“免费领取”饿了么红包",
+    "为什么我的借呗额度突然没有了，之前一直都可以用的，现在显示暂时无法使用",
+]
+
+
+@pytest.fixture()
+def onnx_cache(tmp_path, monkeypatch):
+    d = tmp_path / "onnx-cache"
+    monkeypatch.setenv("EMBEDKIT_ONNX_CACHE", str(d))
+    return d
+
+
+def _pair(model, pooling, backend):
+    ref = Encoder(str(model), pooling=pooling, device="cpu").encode(SENTENCES)
+    got = Encoder(str(model), pooling=pooling, device="cpu", backend=backend).encode(SENTENCES)
+    return ref, got
+
+
+@pytest.mark.parametrize("pooling", ["model", "cls", "pooler", "last-avg", "first-last-avg"])
+def test_tiny_onnx_matches_torch(onnx_cache, pooling):
+    ref, got = _pair(TINY, pooling, "onnx")
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling", ["model", "cls", "first-last-avg"])
+def test_m3e_onnx_matches_torch(onnx_cache, pooling):
+    ref, got = _pair(M3E, pooling, "onnx")
+    assert np.abs(got - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_m3e_int8_close_to_fp32(onnx_cache):
+    fp32 = Encoder(str(M3E), device="cpu", backend="onnx").encode(SENTENCES)
+    int8 = Encoder(str(M3E), device="cpu", backend="onnx-int8").encode(SENTENCES)
+    cos = (fp32 * int8).sum(1)
+    assert cos.min() > 0.98, cos
+
+
+def test_export_cached_and_reused(onnx_cache):
+    before = dict(onnx_backend.EXPORT_COUNT)
+    e1 = Encoder(str(TINY), device="cpu", backend="onnx-int8")
+    path = e1._runner.path
+    assert path.is_file() and str(path).startswith(str(onnx_cache))
+    mtime = path.stat().st_mtime_ns
+    assert onnx_backend.EXPORT_COUNT["export"] == before["export"] + 1
+    assert onnx_backend.EXPORT_COUNT["quantize"] == before["quantize"] + 1
+
+    e2 = Encoder(str(TINY), device="cpu", backend="onnx-int8")
+    assert e2._runner.path == path and path.stat().st_mtime_ns == mtime
+    assert onnx_backend.EXPORT_COUNT == {"export": before["export"] + 1, "quantize": before["quantize"] + 1}
+    np.testing.assert_array_equal(e1.encode(SENTENCES[:3]), e2.encode(SENTENCES[:3]))
+
+    # fp32 reuses the graph exported for int8; another pooling needing other outputs exports anew
+    e3 = Encoder(str(TINY), device="cpu", backend="onnx")
+    assert onnx_backend.EXPORT_COUNT["export"] == before["export"] + 1
+    assert e3._runner.path != path
+    Encoder(str(TINY), pooling="first-last-avg", device="cpu", backend="onnx")
+    assert onnx_backend.EXPORT_COUNT["export"] == before["export"] + 2
+
+
+def test_cache_key_separates_quantisation_and_opset(onnx_cache, monkeypatch):
+    enc = Encoder(str(TINY), device="cpu")
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    outs = ("last_hidden_state",)
+    k_fp32 = onnx_backend.cache_key(enc, outs, names, quantized=False)
+    k_int8 = onnx_backend.cache_key(enc, outs, names, quantized=True)
+    assert k_fp32 != k_int8
+    assert k_fp32 == onnx_backend.cache_key(enc, outs, names, quantized=False)
+    monkeypatch.setattr(onnx_backend, "OPSET", onnx_backend.OPSET + 1)
+    assert onnx_backend.cache_key(enc, outs, names, quantized=False) != k_fp32
+
+
+def test_read_only_model_dir_uses_user_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMBEDKIT_ONNX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    os.chmod(model_dir, 0o555)
+    try:
+        class FakeEnc:
+            model_name = str(model_dir)
+
+        assert onnx_backend.cache_dir(FakeEnc, "k") == tmp_path / "xdg" / "embedkit" / "onnx" / "k"
+        os.chmod(model_dir, 0o755)
+        assert onnx_backend.cache_dir(FakeEnc, "k") == model_dir / "onnx" / "embedkit-k"
+    finally:
+        os.chmod(model_dir, 0o755)
+
+
+def test_missing_onnxruntime_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **kw):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(InputError, match=r"pip install 'embedkit\[onnx\]'"):
+        onnx_backend._require_onnxruntime()
+
+
+def test_unknown_backend_is_an_input_error():
+    with pytest.raises(InputError, match="backend"):
+        Encoder(str(TINY), device="cpu", backend="onnx-fp16")
