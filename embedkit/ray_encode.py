@@ -38,6 +38,7 @@ FAIL_ONCE_ENV = "EMBEDKIT_RAY_FAIL_ONCE"  # fault injection (tests): a flag file
 #                                            it missing creates it and exits, killing its worker mid-job
 TEXT_FORMATS = ("txt", "jsonl", "tsv")
 LIGHT_TASK_CPUS = 0.25  # logical CPUs asked by the parse and write tasks
+ROWS_PER_BLOCK_IN_BATCHES = 4  # rows per block handed to an actor, in batches
 
 
 class RayError(EmbedkitError):
@@ -274,8 +275,11 @@ def encode_to_parquet(input, output, *, fmt=None, text_field="text", id_field="i
     try:
         workers = num_workers or max(1, int(ray.cluster_resources().get("GPU", 0))
                                      or int(ray.cluster_resources().get("CPU", 1)))
-        ds = encode_dataset(read_corpus(input, fmt=fmt, text_field=text_field, id_field=id_field, column=column,
-                                        id_column=id_column), cfg, num_workers=workers, batch_size=batch_size)
+        ds = read_corpus(input, fmt=fmt, text_field=text_field, id_field=id_field, column=column,
+                         id_column=id_column)
+        # one text file is parsed into one block: split it so that every actor gets work
+        ds = ds.repartition(target_num_rows_per_block=batch_size * ROWS_PER_BLOCK_IN_BATCHES)
+        ds = encode_dataset(ds, cfg, num_workers=workers, batch_size=batch_size)
         kw = {"min_rows_per_file": rows_per_file} if rows_per_file else {}
         try:
             ds.write_parquet(str(tmp / "shards"), ray_remote_args={"num_cpus": LIGHT_TASK_CPUS}, **kw)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model dir/id (default: embedkit's default, m3e-small)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes over the demo queries")
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes over the demo queries")
     ap.add_argument("--out", type=Path, default=ROOT / "scripts" / "benchmarks" / "demo.json")
     args = ap.parse_args()
 
@@ -36,30 +36,32 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         EmbedIndex.build(Path(tmp) / "warm-up", docs, encoder=enc, show_progress_bar=False)  # not timed
+        built = []
         for reduce in ("none", "whitening:256"):
             for kind in ("flat", "hnsw"):
                 t0 = time.perf_counter()
                 idx = EmbedIndex.build(Path(tmp) / f"{kind}-{reduce}", docs, encoder=enc, reduce=reduce,
                                        index=kind, show_progress_bar=False)
-                build_s = time.perf_counter() - t0
-                qv = idx.embed(queries)
-                one, search_only = [], []
-                for _ in range(args.repeats):
-                    for q, v in zip(queries, qv):
-                        t = time.perf_counter()
-                        idx.search(q, 10)
-                        one.append(time.perf_counter() - t)
-                        t = time.perf_counter()
-                        idx.search_vectors(v[None], 10)
-                        search_only.append(time.perf_counter() - t)
-                rows.append({"reduce": reduce, "index": kind, "docs": len(idx), "dim": idx.dim,
-                             "build_s": round(build_s, 2),
-                             "query_ms_p50": round(statistics.median(one) * 1000, 2),
-                             "search_only_ms_p50": round(statistics.median(search_only) * 1000, 3),
-                             "size_bytes": idx.info()["size_bytes"],
-                             "faiss_bytes": (idx.generation / "index.faiss").stat().st_size,
-                             "reducer_bytes": sum(p.stat().st_size for p in idx.generation.glob("reducer.*"))})
-                print(json.dumps(rows[-1]), file=sys.stderr)
+                built.append((idx, time.perf_counter() - t0, idx.embed(queries), [], []))
+        # timed passes interleave the configurations, so machine noise hits them alike
+        for _ in range(args.repeats):
+            for idx, _, qv, one, search_only in built:
+                for q, v in zip(queries, qv):
+                    t = time.perf_counter()
+                    idx.search(q, 10)
+                    one.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    idx.search_vectors(v[None], 10)
+                    search_only.append(time.perf_counter() - t)
+        for idx, build_s, _, one, search_only in built:
+            rows.append({"reduce": idx.manifest["reducer"]["spec"], "index": idx.manifest["index"]["type"],
+                         "docs": len(idx), "dim": idx.dim, "build_s": round(build_s, 2),
+                         "query_ms_p50": round(statistics.median(one) * 1000, 2),
+                         "search_only_ms_p50": round(statistics.median(search_only) * 1000, 3),
+                         "size_bytes": idx.info()["size_bytes"],
+                         "faiss_bytes": (idx.generation / "index.faiss").stat().st_size,
+                         "reducer_bytes": sum(p.stat().st_size for p in idx.generation.glob("reducer.*"))})
+            print(json.dumps(rows[-1]), file=sys.stderr)
     base = {r["index"]: r["size_bytes"] for r in rows if r["reduce"] == "none"}
     base_faiss = {r["index"]: r["faiss_bytes"] for r in rows if r["reduce"] == "none"}
     for r in rows:
