@@ -22,9 +22,9 @@ METRICS = ("cosine", "ip", "l2")
 
 # Defaults measured by scripts/bench_search.py (see README "Performance").
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 128
-IVF_NPROBE = 32
+HNSW_EF_CONSTRUCTION = 80  # 1M x 512 builds in ~4 min on 2 cores; recall below is at this value
+HNSW_EF_SEARCH = 128  # 1M vectors: recall@10 0.970 (d=512) / 0.967 (d=256), ~210-280x faster than flat
+IVF_NPROBE = 16  # nlist 4000 at 1M: recall@10 0.983 (d=512) / 0.982 (d=256), ~150-190x faster than flat
 PQ_DIMS_PER_SUBQUANTIZER = 2  # ivf-pq: m = dim / 2 sub-quantizers of 8 bits -> dim/2 bytes per vector (8x smaller)
 TOMBSTONE_REBUILD_FRACTION = 0.25
 

@@ -37,22 +37,10 @@ def make_readable(path: str | os.PathLike, directory: bool = False) -> None:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
     """Call ``write(fileobj)`` on a temporary file and rename it to ``path`` only if it succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        make_readable(tmp)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -87,3 +75,15 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         except OSError:
             pass
         raise
+
+
+def read_json(path: str | os.PathLike, what: str):
+    """Parse a JSON file that embedkit wrote; a missing or damaged file is an IndexFormatError."""
+    from .errors import IndexFormatError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexFormatError(f"{what} {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{what} {path} is corrupt: {e}") from None

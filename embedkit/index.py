@@ -16,7 +16,6 @@ Every change (build, add, delete) writes a new generation beside the live one an
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import re
@@ -35,7 +34,7 @@ from .backends import METRICS, FaissBackend, as_f32
 from .corpus import Doc, chunked
 from .encoder import l2_normalize
 from .errors import IndexFormatError, InputError
-from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir, make_readable
+from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir, make_readable, read_json
 from .reducers import Reducer, make_reducer
 from .store import DocStore
 
@@ -384,15 +383,10 @@ class EmbedIndex:
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (all or nothing: an unknown id is an error). Returns the count."""
-        ids = list(dict.fromkeys(str(i) for i in ids))
-        if not ids:
-            raise InputError("no ids to delete")
+        ids = ids_to_delete(ids)
         with self._lock:
             found = self.store.iids_for(ids)
-            missing = [i for i in ids if i not in found]
-            if missing:
-                raise InputError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown id(s)); "
-                                 "nothing was deleted")
+            require_known(ids, found)
             tmp = _new_tmp_generation(self.directory)
             try:
                 store = self.store.copy_to(tmp / DocStore.FILE)
@@ -452,6 +446,22 @@ def _check_unique(docs: list[Doc], seen: set[str]) -> None:
         seen.add(d.id)
 
 
+def ids_to_delete(ids: Iterable) -> list[str]:
+    """Distinct ids as strings, in order; an empty request is an error."""
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    if not ids:
+        raise InputError("no ids to delete")
+    return ids
+
+
+def require_known(ids: list[str], found) -> None:
+    """All-or-nothing deletes: an id missing from ``found`` rejects the whole request."""
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise InputError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown id(s)); "
+                         "nothing was deleted")
+
+
 def _check_encoder(encoder, cfg: dict) -> None:
     got = encoder.describe()
     for key in ("pooling", "max_length", "dim"):
@@ -462,12 +472,7 @@ def _check_encoder(encoder, cfg: dict) -> None:
 
 def read_manifest(gen: Path) -> dict:
     path = gen / MANIFEST
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexFormatError(f"manifest {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"manifest {path} is corrupt: {e}") from None
+    m = read_json(path, "manifest")
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise IndexFormatError(f"{path} is not an embedkit index manifest")
     if m.get("format_version") != FORMAT_VERSION:

@@ -23,7 +23,7 @@ from .errors import IndexFormatError, InputError
 from .fsutil import atomic_write_json
 from .index import (DEFAULT_CHUNK, DEFAULT_FIT_SAMPLE, FORMAT, FORMAT_VERSION, MANIFEST, EmbedIndex, Hit,
                     _check_unique, _commit_generation, _finish, _new_tmp_generation, _now, _prepare_build_dir,
-                    _versions, current_generation, embed_with, read_manifest)
+                    _versions, current_generation, embed_with, ids_to_delete, read_manifest, require_known)
 from .milvus_backend import DEFAULT_LITE_FILE, MilvusBackend, is_milvus_kind, lite_dir_size, preflight
 from .reducers import Reducer, make_reducer
 
@@ -200,15 +200,9 @@ class MilvusIndex(EmbedIndex):
             return len(docs)
 
     def delete(self, ids: Iterable[str]) -> int:
-        ids = list(dict.fromkeys(str(i) for i in ids))
-        if not ids:
-            raise InputError("no ids to delete")
+        ids = ids_to_delete(ids)
         with self._lock:
-            found = self.backend.existing_ids(ids)
-            missing = [i for i in ids if i not in found]
-            if missing:
-                raise InputError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown id(s)); "
-                                 "nothing was deleted")
+            require_known(ids, self.backend.existing_ids(ids))
             self.backend.remove(ids)
             self._commit()
             return len(ids)

@@ -8,14 +8,13 @@ attributes end in ``_``; saved state is JSON + ``.npz`` (never pickle).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import IndexFormatError, InputError, NotFittedError
-from .fsutil import atomic_save_npz, atomic_write_json
+from .fsutil import atomic_save_npz, atomic_write_json, read_json
 
 FORMAT = "embedkit-reducer"
 FORMAT_VERSION = 1
@@ -129,13 +128,8 @@ class Reducer:
     def load(directory: str | os.PathLike, name: str = "reducer") -> "Reducer":
         directory = Path(directory)
         jpath, npath = directory / f"{name}.json", directory / f"{name}.npz"
-        try:
-            meta = json.loads(jpath.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise IndexFormatError(f"reducer file {jpath} is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise IndexFormatError(f"reducer file {jpath} is corrupt: {e}") from None
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        meta = read_json(jpath, "reducer file")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise IndexFormatError(f"{jpath} is not an embedkit reducer of version {FORMAT_VERSION} "
                                    f"(format={meta.get('format')!r}, version={meta.get('version')!r})")
         cls = _CLASSES.get(meta.get("kind"))

@@ -306,7 +306,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="FAISS/BLAS threads (default: all cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="result file (default scripts/benchmarks/search.json)")
+    ap.add_argument("--recommend-only", action="store_true",
+                    help="recompute recommended_defaults in the existing result file and print it (no runs)")
     args = ap.parse_args(argv)
+    if args.recommend_only:
+        path = Path(args.out) if args.out else benchlib.RESULTS_DIR / "search.json"
+        result = json.loads(path.read_text(encoding="utf-8"))
+        result["recommended_defaults"] = recommend(result["dims"], result["config"]["k"])
+        benchlib.write_result("search", result, path)
+        print_table(result, result["config"]["k"])
+        return 0
     args.families = [f.strip() for f in args.families.split(",") if f.strip()]
     args.ef_search = [int(x) for x in args.ef_search.split(",")]
     args.nprobe = [int(x) for x in args.nprobe.split(",")]
@@ -336,12 +345,15 @@ def main(argv=None) -> int:
     Q = gen.sample(args.nq, args.seed + 2)
     log(f"generated in {time.perf_counter() - t0:.1f}s")
     results = dict(previous)
+    command = "python scripts/bench_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if 512 in dims:
         results["512"] = bench_dim(X, Q, args, faiss)
+        results["512"]["command"] = command
     if 256 in dims:
         log("PCA-reducing to 256 dims")
         X, Q = pca_reduce(X, Q, 256, args.seed)
         results["256"] = bench_dim(X, Q, args, faiss)
+        results["256"]["command"] = command
     del X
 
     result = {
@@ -363,16 +375,33 @@ def main(argv=None) -> int:
     return 0
 
 
-def recommend(dims: dict, k: int) -> dict:
-    """Smallest efSearch / nprobe reaching the recall target at every measured dimension."""
-    rec = {}
+DEFAULT_MARGIN = 0.01  # defaults must clear the recall target by this much at every measured d
+
+
+def recommend(dims: dict, k: int, margin: float = DEFAULT_MARGIN) -> dict:
+    """Smallest efSearch / nprobe whose recall@k is >= target + margin at every measured dimension."""
+    rk, need = f"recall_at_{k}", TARGET_RECALL + margin
+    rec = {"rule": f"smallest setting with recall@{k} >= {need:.2f} (target {TARGET_RECALL} + margin "
+                   f"{margin}) at every measured dimension"}
     for fam, knob in (("hnsw", "efSearch"), ("ivf-flat", "nprobe"), ("ivf-pq", "nprobe")):
-        vals = [dd["smallest_meeting_per_family"].get(fam, {}).get(knob) for dd in dims.values()
-                if any(r["family"] == fam for r in dd["rows"])]
-        if vals and all(v is not None for v in vals):
-            rec[fam] = {knob: max(vals)}
-        elif vals:
-            rec[fam] = {knob: None, "note": f"recall@{k} >= {TARGET_RECALL} not reached at some dimension"}
+        per_dim = []
+        for dd in dims.values():
+            rows = [r for r in dd["rows"] if r["family"] == fam]
+            if not rows:
+                continue
+            ok = sorted(r["params"][knob] for r in rows if r[rk] >= need)
+            per_dim.append(ok[0] if ok else None)
+        if not per_dim:
+            continue
+        if all(v is not None for v in per_dim):
+            rec[fam] = {knob: max(per_dim)}
+            for dd in dims.values():
+                row = next((r for r in dd["rows"] if r["family"] == fam and r["params"][knob] == max(per_dim)), None)
+                if row:
+                    rec[fam][f"d{dd['d']}"] = {"recall": row[rk], "single_p50_ms": row["single_p50_ms"],
+                                               "speedup_single_vs_flat": row["speedup_single_vs_flat"]}
+        else:
+            rec[fam] = {knob: None, "note": f"recall@{k} >= {need:.2f} not reached at some dimension"}
     return rec
 
 

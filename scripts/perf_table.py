@@ -140,9 +140,13 @@ def render_search(res: dict) -> list[str]:
     if rec:
         parts = []
         for fam, v in rec.items():
-            parts += [f"{fam} {knob}={val}" for knob, val in v.items() if knob != "note" and val is not None]
-        lines += ["", "Defaults chosen from these figures (smallest setting reaching recall@10 ≥ 0.95 at every "
-                      "measured d): " + (", ".join(parts) or "none") + "."]
+            if not isinstance(v, dict):
+                continue
+            for knob in ("efSearch", "nprobe"):
+                if knob in v:
+                    parts.append(f"`{fam}` {knob}={v[knob]}" if v[knob] is not None else f"`{fam}`: none qualifies")
+        rule = rec.get("rule", "smallest setting reaching the recall target at every measured d")
+        lines += ["", f"Defaults chosen from these figures ({rule}): " + (", ".join(parts) or "none") + "."]
     for d in dims:
         t = res["dims"][d].get("target", {})
         lines.append(f"- d={d}: target {'**met**' if t.get('met') else '**not met**'}"
