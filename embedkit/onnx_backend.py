@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import numpy as np
 
 from .encoder import _MODEL_INPUTS, pool_hidden, register_backend
 from .errors import InputError
-from .fsutil import atomic_write_json
+from .fsutil import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -221,28 +220,20 @@ def export_onnx(enc, path: Path, input_names: tuple[str, ...], outputs: tuple[st
     for o in outputs:
         dyn[o] = {0: "batch"} if o == "pooler_output" else {0: "batch", 1: "seq"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
     t0 = time.perf_counter()
     try:
         import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime's transformer
-            # optimizer fuses into its Attention kernel (the SDPA export pattern is not fused).
-            with _attn_implementation(model, "eager"):
-                torch.onnx.export(wrapper, args, tmp, dynamo=False, input_names=list(input_names),
-                                  output_names=list(outputs), dynamic_axes=dyn,
-                                  opset_version=OPSET, do_constant_folding=True)
-        _optimize_in_place(tmp, model.config)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        with atomic_path(path, suffix=".onnx.tmp") as tmp:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime's transformer
+                # optimizer fuses into its Attention kernel (the SDPA export pattern is not fused).
+                with _attn_implementation(model, "eager"):
+                    torch.onnx.export(wrapper, args, str(tmp), dynamo=False, input_names=list(input_names),
+                                      output_names=list(outputs), dynamic_axes=dyn,
+                                      opset_version=OPSET, do_constant_folding=True)
+            _optimize_in_place(str(tmp), model.config)
     finally:
         model.train(was_training)
     EXPORT_COUNT["export"] += 1
@@ -255,31 +246,22 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as e:
         raise InputError(f"backend 'onnx-int8' needs onnxruntime and onnx: {INSTALL_HINT}") from e
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".int8.onnx.tmp", dir=dst.parent)
-    os.close(fd)
     t0 = time.perf_counter()
-    try:
-        import onnx
+    import onnx
 
-        # Signed int8 weights, per output channel, with reduce_range: on AVX2 CPUs without VNNI the
-        # u8*s8 kernels can saturate at full 8-bit range (cosine to fp32 fell to ~0.6 without it).
-        # The embedding table stays fp32 (a lookup, no compute to save; quantising it costs accuracy).
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantizer's generic "consider pre-processing" warning
-        try:
-            quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, per_channel=True,
+    # Signed int8 weights, per output channel, with reduce_range: on AVX2 CPUs without VNNI the
+    # u8*s8 kernels can saturate at full 8-bit range (cosine to fp32 fell to ~0.6 without it).
+    # The embedding table stays fp32 (a lookup, no compute to save; quantising it costs accuracy).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's generic "consider pre-processing" warning
+    try:
+        with atomic_path(dst, suffix=".int8.onnx.tmp") as tmp:
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                              reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        finally:
-            root.setLevel(level)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    finally:
+        root.setLevel(level)
     EXPORT_COUNT["quantize"] += 1
     log.info("quantised ONNX model to int8 in %.1fs: %s", time.perf_counter() - t0, dst)
 
