@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+import onnx  # noqa: E402,F401  (installed by the dev extra; a missing one must fail, not skip)
+import onnxruntime  # noqa: E402,F401
 
 from embedkit import onnx_backend  # noqa: E402
 from embedkit.encoder import Encoder  # noqa: E402
