@@ -279,28 +279,15 @@ class EmbedIndex:
         tmp = _new_tmp_generation(directory)
         try:
             store = DocStore(tmp / DocStore.FILE, create=True)
-            seen: set[str] = set()
-            chunks = chunked(docs, chunk_size)
-            sample: list[Doc] = []
-            for chunk in chunks:  # the fitting sample: the first fit_sample documents
-                sample += chunk
-                if len(sample) >= fit_sample:
-                    break
-            if not sample:
-                raise InputError("no documents to index")
-            _check_unique(sample, seen)
-            raw = encoder.encode([d.text for d in sample], normalize=False, batch_size=batch_size,
-                                 show_progress_bar=show_progress_bar)
-            if not isinstance(reducer, type(make_reducer("none"))):
-                log.info("fitting %s on %d vectors", reducer.spec, len(sample))
-            reducer.fit(raw)
-            vecs = _finish(reducer.transform(raw), metric)
+            sample, vecs, chunks, seen = fit_on_sample(docs, encoder, reducer, metric, chunk_size=chunk_size,
+                                                       fit_sample=fit_sample, batch_size=batch_size,
+                                                       show_progress_bar=show_progress_bar)
             be = FaissBackend.create(index, reducer.output_dim, metric, len(sample), index_params)
             if be.needs_training:
                 log.info("training %s on %d vectors", be.factory, len(sample))
                 be.train(vecs)
             next_iid = _add_chunk(be, store, sample, vecs, 0)
-            del raw, vecs
+            del vecs
             for chunk in chunks:
                 _check_unique(chunk, seen)
                 vecs = embed_with(encoder, reducer, metric, [d.text for d in chunk], batch_size=batch_size,
@@ -419,6 +406,29 @@ class EmbedIndex:
 # ------------------------------------------------------------------------------------------------
 def _finish(vecs: np.ndarray, metric: str) -> np.ndarray:
     return l2_normalize(vecs) if metric == "cosine" else np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def fit_on_sample(docs: Iterable[Doc], encoder, reducer: Reducer, metric: str, *, chunk_size: int,
+                  fit_sample: int, batch_size=None, show_progress_bar=None):
+    """Fit ``reducer`` on the first ``fit_sample`` documents of a stream.
+
+    Returns (sample documents, their finished vectors, the iterator of remaining chunks, the ids seen)."""
+    chunks = chunked(docs, chunk_size)
+    sample: list[Doc] = []
+    for chunk in chunks:
+        sample += chunk
+        if len(sample) >= fit_sample:
+            break
+    if not sample:
+        raise InputError("no documents to index")
+    seen: set[str] = set()
+    _check_unique(sample, seen)
+    raw = encoder.encode([d.text for d in sample], normalize=False, batch_size=batch_size,
+                         show_progress_bar=show_progress_bar)
+    if reducer.kind != "none":
+        log.info("fitting %s on %d vectors", reducer.spec, len(sample))
+    reducer.fit(raw)
+    return sample, _finish(reducer.transform(raw), metric), chunks, seen
 
 
 def embed_with(encoder, reducer: Reducer, metric: str, texts, *, batch_size=None, show_progress_bar=None):

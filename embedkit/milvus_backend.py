@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import math
 import os
 import re
@@ -150,6 +151,9 @@ def _probe(uri: str, timeout: float) -> None:
                           f"{e.strerror or e}); check --milvus-uri and that the server is running") from None
 
 
+CONNECT_ATTEMPTS = 4
+
+
 def connect(uri: str, timeout: float | None = None):
     """A ``MilvusClient`` for ``uri`` (Lite file or server), failing within ``timeout`` seconds."""
     check_uri(uri)
@@ -165,11 +169,18 @@ def connect(uri: str, timeout: float | None = None):
         Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         # Milvus Lite's embedded gRPC server logs the RPCs it does not implement as errors; harmless
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    try:
-        return MilvusClient(uri=uri if is_remote(uri) else str(Path(uri).expanduser().resolve()),
-                            timeout=timeout, **_credentials())
-    except Exception as e:  # pymilvus raises its own MilvusException or grpc errors
-        raise MilvusError(f"cannot connect to Milvus at {_redact(uri)!r}: {_msg(e)}") from None
+    target = uri if is_remote(uri) else str(Path(uri).expanduser().resolve())
+    # A reachable server can still refuse a new channel for a moment (Milvus Lite's embedded gRPC
+    # server answers GOAWAY "too_many_pings" under load): retry a few times, bounded.
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            return MilvusClient(uri=target, timeout=timeout, **_credentials())
+        except Exception as e:  # pymilvus raises its own MilvusException or grpc errors
+            if attempt + 1 == CONNECT_ATTEMPTS:
+                raise MilvusError(f"cannot connect to Milvus at {_redact(uri)!r} after {CONNECT_ATTEMPTS} "
+                                  f"attempts: {_msg(e)}") from None
+            log.warning("Milvus connection attempt %d failed (%s); retrying", attempt + 1, _msg(e))
+            time.sleep(0.5 * 2 ** attempt)
 
 
 def preflight(kind: str, directory: Path, params: dict | None) -> None:

@@ -22,8 +22,8 @@ from .corpus import Doc, chunked
 from .errors import IndexFormatError, InputError
 from .fsutil import atomic_write_json
 from .index import (DEFAULT_CHUNK, DEFAULT_FIT_SAMPLE, FORMAT, FORMAT_VERSION, MANIFEST, EmbedIndex, Hit,
-                    _check_unique, _commit_generation, _finish, _new_tmp_generation, _now, _prepare_build_dir,
-                    _versions, current_generation, embed_with, ids_to_delete, read_manifest, require_known)
+                    _check_unique, _commit_generation, _new_tmp_generation, _now, _prepare_build_dir,
+                    _versions, current_generation, embed_with, fit_on_sample, ids_to_delete, read_manifest, require_known)
 from .milvus_backend import DEFAULT_LITE_FILE, MilvusBackend, is_milvus_kind, lite_dir_size, preflight
 from .reducers import Reducer, make_reducer
 
@@ -93,21 +93,9 @@ class MilvusIndex(EmbedIndex):
         reducer = make_reducer(reduce)
         encoder = encoder or Encoder(model, pooling=pooling, max_length=max_length)
         t0 = time.perf_counter()
-        chunks = chunked(docs, chunk_size)
-        seen: set[str] = set()
-        sample: list[Doc] = []
-        for chunk in chunks:
-            sample += chunk
-            if len(sample) >= fit_sample:
-                break
-        if not sample:
-            raise InputError("no documents to index")
-        _check_unique(sample, seen)
-        raw = encoder.encode([d.text for d in sample], normalize=False, batch_size=batch_size,
-                             show_progress_bar=show_progress_bar)
-        reducer.fit(raw)
-        first = _finish(reducer.transform(raw), metric)
-        del raw
+        sample, first, chunks, seen = fit_on_sample(docs, encoder, reducer, metric, chunk_size=chunk_size,
+                                                    fit_sample=fit_sample, batch_size=batch_size,
+                                                    show_progress_bar=show_progress_bar)
 
         def rest():
             yield sample, first

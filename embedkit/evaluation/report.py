@@ -130,7 +130,7 @@ def _data_rows(results: dict) -> list[list[str]]:
 # --------------------------------------------------------------------------------------------
 def render_markdown(results: dict, published_rows: list[dict]) -> str:
     s = results["settings"]
-    lines = [f"# embedkit STS evaluation", "",
+    lines = ["# embedkit STS evaluation", "",
              f"- protocol: **{results['protocol']}** — {PROTOCOL_TEXT[results['protocol']]}",
              f"- data: `{s['data_dir']}`; tasks {', '.join(s['tasks'])}; splits {', '.join(s['splits'])}"
              + (f"; first {s['limit']} pairs per split" if s.get("limit") else ""),
