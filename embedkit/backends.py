@@ -217,6 +217,13 @@ class FaissBackend:
             return faiss.SearchParametersIVF(nprobe=int(self.params.get("nprobe", IVF_NPROBE)), sel=sel)
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
+    def copy(self) -> "FaissBackend":
+        """An independent copy (writers change a copy, readers keep searching the original)."""
+        faiss = _faiss()
+        index = faiss.deserialize_index(faiss.serialize_index(self.index))
+        return FaissBackend(index, self.kind, self.factory, self.metric, self.dim, self.params,
+                            np.fromiter(self.tombstones, dtype=np.int64))
+
     # -- persistence --------------------------------------------------------------------------
     def describe(self) -> dict:
         return {"backend": self.backend, "type": self.kind, "factory": self.factory,

@@ -325,7 +325,7 @@ class EmbedIndex:
             tmp = _new_tmp_generation(self.directory)
             try:
                 store = self.store.copy_to(tmp / DocStore.FILE)
-                be = FaissBackend.load(self.generation, self.manifest["index"], self.metric, self.dim)
+                be = self.backend.copy()
                 next_iid = int(self.manifest["next_iid"])
                 seen: set[str] = set()
                 n = 0
@@ -360,7 +360,7 @@ class EmbedIndex:
                 dup = store.existing_ids(d.id for d in docs)
                 if dup:
                     raise InputError(f"id {sorted(dup)[0]!r} is already in the index; nothing was added")
-                be = FaissBackend.load(self.generation, self.manifest["index"], self.metric, self.dim)
+                be = self.backend.copy()
                 next_iid = _add_chunk(be, store, docs, vectors, int(self.manifest["next_iid"]))
                 self._commit(tmp, be, store, next_iid)
             except BaseException:
@@ -377,7 +377,7 @@ class EmbedIndex:
             tmp = _new_tmp_generation(self.directory)
             try:
                 store = self.store.copy_to(tmp / DocStore.FILE)
-                be = FaissBackend.load(self.generation, self.manifest["index"], self.metric, self.dim)
+                be = self.backend.copy()
                 iids = list(found.values())
                 be.remove(iids)
                 store.delete(iids)
