@@ -81,12 +81,14 @@ def _check_options(options: dict) -> None:
 def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPath | None = None,
                        encoder=None, reduce: str | Reducer = "none", metric: str = "cosine",
                        index: str = "flat", index_params: dict | None = None, fit_sample: int = DEFAULT_FIT_SAMPLE,
-                       expected_size: int | None = None, overwrite: bool = False):
+                       expected_size: int | None = None, overwrite: bool = False, final_vectors: bool = False,
+                       extra_manifest: dict | None = None):
     """Build a new index directory from ``(documents, raw encoder vectors)`` batches.
 
     The reducer is fitted on the first ``fit_sample`` documents; an IVF quantizer is sized for
     ``expected_size`` documents (≈ 4·√N lists) and trained on enough leading documents for that
-    (39 per list), falling back to what the stream provides."""
+    (39 per list), falling back to what the stream provides. With ``final_vectors`` the vectors
+    already went through the query path's (fitted) reducer: nothing is fitted or projected."""
     _check_options({"metric": metric, "fit_sample": fit_sample})
     if query_path is None:
         if encoder is None:
@@ -107,9 +109,13 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
     builder = None
     try:
         sample_docs, sample_raw, rest = _take_sample(batches, want)
-        qp.reducer.fit(sample_raw[:fit_sample])
-        sample_vecs = qp.project(sample_raw)
+        if final_vectors:
+            sample_vecs = sample_raw
+        else:
+            qp.reducer.fit(sample_raw[:fit_sample])
+            sample_vecs = qp.project(sample_raw)
         del sample_raw
+        project = (lambda x: np.asarray(x, dtype=np.float32)) if final_vectors else qp.project
         builder = store_cls.create(directory, tmp=tmp, index=index, dim=qp.reducer.output_dim, metric=qp.metric,
                                    n_train=len(sample_docs), expected_size=max(expected_size or 0, len(sample_docs)),
                                    params=index_params, overwrite=overwrite)
@@ -121,11 +127,11 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
         seen = {d.id for d in sample_docs}
         for chunk, raw in rest:
             check_docs(chunk, seen)
-            builder.add(chunk, qp.project(raw))
+            builder.add(chunk, project(raw))
             n += len(chunk)
         desc = builder.finish()
         qp.reducer.save(tmp)
-        enc_cfg = {k: v for k, v in qp.encoder.describe().items() if k != "backend"}
+        enc_cfg = dict(qp.encoder_config)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "created_at": now(), "updated_at": now(),
             "build_id": uuid.uuid4().hex, "encoder": enc_cfg,
@@ -136,6 +142,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
             "expected_size": expected_size, "versions": versions(store_name),
             "build_seconds": round(time.perf_counter() - t0, 3),
         }
+        manifest.update(extra_manifest or {})
         write_manifest(tmp, manifest)
         with dirs.writer_lock(directory):
             if not overwrite and (directory / dirs.CURRENT).exists():
