@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-log = logging.getLogger("api")
+log = logging.getLogger("embedkit.server")
 
 
 @click.command()
@@ -46,7 +46,7 @@ def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, ma
     from embedkit.errors import EmbedkitError
     from embedkit.index import current_generation, read_manifest
 
-    from .settings import Settings
+    from embedkit.server.settings import Settings
 
     settings = Settings(index_dir=index_dir, host=host, port=port, api_key=api_key, batching=batching,
                         max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, max_texts=max_texts,
@@ -61,10 +61,10 @@ def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, ma
 
     import uvicorn
 
-    from .app import create_app
+    from embedkit.server import create_app
 
     app = create_app(settings)
-    level = logging.getLogger("api").getEffectiveLevel()
+    level = logging.getLogger("embedkit.server").getEffectiveLevel()
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=access_log,
                             log_level="warning" if level >= logging.WARNING else "info", server_header=False,
                             timeout_graceful_shutdown=10)

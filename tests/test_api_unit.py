@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from api.batching import BatcherClosedError, MicroBatcher, QueueFullError
-from api.settings import Settings
+from embedkit.server.batching import BatcherClosedError, MicroBatcher, QueueFullError
+from embedkit.server.settings import Settings
 from embedkit.errors import IndexFormatError, InputError
 
 from .conftest import ROOT
@@ -267,7 +267,7 @@ def tiny_app_index(tmp_path_factory, tiny_encoder):
 def test_internal_errors_never_leak_details(tiny_app_index, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from embedkit.server import create_app
 
     app = create_app(Settings(tiny_app_index.directory), index=tiny_app_index)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -291,7 +291,7 @@ def test_internal_errors_never_leak_details(tiny_app_index, monkeypatch):
 def test_two_apps_do_not_share_state(tiny_app_index):
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from embedkit.server import create_app
 
     a = create_app(Settings(tiny_app_index.directory), index=tiny_app_index)
     b = create_app(Settings(tiny_app_index.directory, max_top_k=5), index=tiny_app_index)
@@ -304,7 +304,7 @@ def test_two_apps_do_not_share_state(tiny_app_index):
 def test_health_is_503_until_the_index_is_loaded(tiny_app_index):
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from embedkit.server import create_app
 
     app = create_app(Settings(tiny_app_index.directory), index=tiny_app_index)
     c = TestClient(app)  # no context manager: the lifespan has not run
@@ -318,7 +318,7 @@ def test_lifespan_reports_an_unloadable_index_in_one_line(tiny_app_index, tmp_pa
 
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from embedkit.server import create_app
     from embedkit.index import current_generation
 
     bad = tmp_path / "corrupt"

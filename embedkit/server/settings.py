@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from embedkit.errors import InputError
 
 API_KEY_ENV = "EMBEDKIT_API_KEY"
+INDEX_ENV = "EMBEDKIT_INDEX"
+SETTINGS_ENV = "EMBEDKIT_SERVER_SETTINGS"  # JSON of every setting but the API key (``to_env``)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ class Settings:
     batch_wait_ms: float = 2.0     # how long the first request of a batch waits for company
     max_queue: int = 2048          # texts waiting for the encoder
     retry_after_s: int = 1
-    # threads
+    # processes and threads
+    workers: int = 1               # server processes (more than one: read-only, documents cannot change)
     worker_threads: int = 4        # searches, post-processing and index writes (the encoder has its own)
     search_threads: int = 1        # OpenMP threads per FAISS search call
     # model
@@ -48,7 +52,7 @@ class Settings:
         if self.api_key is not None and not str(self.api_key).strip():
             object.__setattr__(self, "api_key", None)
         _positive = ("max_texts", "max_chars", "max_top_k", "max_body_bytes", "max_filter_fields", "max_batch",
-                     "max_queue", "retry_after_s", "worker_threads", "search_threads")
+                     "max_queue", "retry_after_s", "workers", "worker_threads", "search_threads")
         for name in _positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -61,12 +65,50 @@ class Settings:
             raise InputError(f"max_queue ({self.max_queue}) must be at least max_texts ({self.max_texts}), "
                              "or a full-size request could never be accepted")
 
+    @property
+    def read_only(self) -> bool:
+        """Several processes serve one index read-only: none of them may change its documents."""
+        return self.workers > 1
+
     @classmethod
-    def from_env(cls, index_dir, **overrides) -> "Settings":
-        """Settings with the API key taken from ``EMBEDKIT_API_KEY`` unless given."""
-        if overrides.get("api_key") is None:
-            overrides["api_key"] = os.environ.get(API_KEY_ENV) or None
-        return cls(index_dir=index_dir, **overrides)
+    def from_env(cls, index_dir=None, environ=None, **overrides) -> "Settings":
+        """Settings for a deployed app (``uvicorn api.asgi:app``, or each ``embedkit serve --workers`` process).
+
+        Taken from ``EMBEDKIT_SERVER_SETTINGS`` (JSON written by :meth:`to_env`) when set; the index
+        directory from ``index_dir`` or ``EMBEDKIT_INDEX``; the API key from ``EMBEDKIT_API_KEY``
+        unless given. ``overrides`` win over all of these."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        if env.get(SETTINGS_ENV):
+            try:
+                values = json.loads(env[SETTINGS_ENV])
+            except ValueError as e:
+                raise InputError(f"{SETTINGS_ENV} is not valid JSON: {e}") from None
+            known = {f.name for f in fields(cls)} - {"api_key"}
+            unknown = sorted(set(values) - known) if isinstance(values, dict) else values
+            if unknown:
+                raise InputError(f"{SETTINGS_ENV} must be a JSON object of known settings; got {unknown!r}")
+        if index_dir is None:
+            index_dir = values.pop("index_dir", None) or env.get(INDEX_ENV)
+        else:
+            values.pop("index_dir", None)
+        if not index_dir:
+            raise InputError(f"no index to serve: set {INDEX_ENV} to an index directory")
+        values.update(overrides)
+        if values.get("api_key") is None:
+            values["api_key"] = env.get(API_KEY_ENV) or None
+        return cls(index_dir=index_dir, **values)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables from which :meth:`from_env` rebuilds these settings (the API key
+        travels in ``EMBEDKIT_API_KEY``, never in the JSON)."""
+        d = asdict(self)
+        key = d.pop("api_key")
+        d["index_dir"] = str(self.index_dir)
+        env = {SETTINGS_ENV: json.dumps(d)}
+        if key is not None:
+            env[API_KEY_ENV] = key
+        return env
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -77,4 +119,5 @@ class Settings:
         d.pop("api_key")
         d["index_dir"] = str(self.index_dir)
         d["auth"] = self.api_key is not None
+        d["read_only"] = self.read_only
         return d

@@ -22,7 +22,7 @@ from .schemas import make_schemas
 from .service import Service
 from .settings import Settings
 
-log = logging.getLogger("api")
+log = logging.getLogger("embedkit.server")
 
 WARMUP_TEXT = "预热"
 

@@ -1,7 +1,7 @@
 """Request and response models.
 
 Request models carry the server's limits (texts per request, characters per text, top_k), so they are
-built per app by :func:`make_schemas` from its :class:`~api.settings.Settings`; ``/docs`` shows the
+built per app by :func:`make_schemas` from its :class:`~embedkit.server.settings.Settings`; ``/docs`` shows the
 limits in force. Every text must be a real string with some non-whitespace character: no numbers,
 no nulls, no token-id arrays.
 """

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-log = logging.getLogger("api.batching")
+log = logging.getLogger("embedkit.server.batching")
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 BatchHook = Callable[[int, int, float], None]  # (texts, requests, seconds) after each encoder call

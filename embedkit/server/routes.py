@@ -1,4 +1,4 @@
-"""HTTP endpoints. Request models come from the app's :class:`~api.schemas.Schemas` (its limits).
+"""HTTP endpoints. Request models come from the app's :class:`~embedkit.server.schemas.Schemas` (its limits).
 
 (No ``from __future__ import annotations`` here: FastAPI must see the per-app model classes.)
 """
@@ -47,7 +47,7 @@ def build_routers(s: sc.Schemas, settings: Settings) -> list[APIRouter]:
     open_ = APIRouter()
     deps = [Depends(make_auth(settings.api_key))] if settings.api_key else []
     api = APIRouter(dependencies=deps, responses=_ERRORS)
-    page = files("api").joinpath("static", "index.html").read_text(encoding="utf-8")
+    page = files("embedkit.server").joinpath("static", "index.html").read_text(encoding="utf-8")
 
     @open_.get("/", include_in_schema=False)
     async def search_page() -> HTMLResponse:

@@ -20,7 +20,7 @@ from embedkit.errors import EmbedkitError, IndexFormatError, InputError
 
 from .batching import BatcherClosedError, QueueFullError
 
-log = logging.getLogger("api")
+log = logging.getLogger("embedkit.server")
 
 _HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
