@@ -39,42 +39,40 @@ log = logging.getLogger("embedkit.server")
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes, each with its own model copy; more than one serves the index read-only "
+                   "(POST/DELETE /documents answer 403).")
+@click.option("--encoder-threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per process (default: torch's own; with --workers N: cores / N).")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Most estimated tokens (characters + 2 per text) in one encoder call.")
 def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, max_queue, max_texts, max_chars,
-          max_top_k, max_body_bytes, search_threads, worker_threads, backend, device, model_name, access_log):
+          max_top_k, max_body_bytes, search_threads, worker_threads, backend, device, model_name, access_log,
+          workers, encoder_threads, max_batch_tokens):
     """Serve the index in INDEX_DIR: /search, /encode, /v1/embeddings, /documents, /health, /info,
     /metrics, a search page at / and API docs at /docs."""
     from embedkit.errors import EmbedkitError
     from embedkit.index import current_generation, read_manifest
-
     from embedkit.server.settings import Settings
 
     settings = Settings(index_dir=index_dir, host=host, port=port, api_key=api_key, batching=batching,
                         max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, max_texts=max_texts,
                         max_chars=max_chars, max_top_k=max_top_k, max_body_bytes=max_body_bytes, backend=backend,
                         device=device, model_name=model_name, search_threads=search_threads,
-                        worker_threads=worker_threads)
+                        worker_threads=worker_threads, workers=workers, max_batch_tokens=max_batch_tokens,
+                        encoder_threads=encoder_threads or _threads_per_worker(workers))
     # Cheap checks first, so a wrong path fails in a second with one clear line.
     try:
         read_manifest(current_generation(index_dir))
     except EmbedkitError as e:
         raise EmbedkitError(f"cannot serve index {str(index_dir)!r}: {e}") from None
 
-    import uvicorn
+    from embedkit.server.run import run_server
 
-    from embedkit.server import create_app
+    run_server(settings, access_log=access_log)
 
-    app = create_app(settings)
-    level = logging.getLogger("embedkit.server").getEffectiveLevel()
-    config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=access_log,
-                            log_level="warning" if level >= logging.WARNING else "info", server_header=False,
-                            timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
-    try:
-        server.run()
-    except SystemExit as e:  # uvicorn exits by itself when the lifespan (index load) fails
-        if e.code and app.state.startup_error:
-            raise EmbedkitError(f"the server did not start: {app.state.startup_error}") from None
-        raise
-    if not server.started:
-        reason = app.state.startup_error or "see the messages above"
-        raise EmbedkitError(f"the server did not start: {reason}")
+
+def _threads_per_worker(workers: int) -> int | None:
+    import os
+
+    return None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)

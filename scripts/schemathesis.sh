@@ -21,8 +21,12 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$VERSION"; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$VERSION" >&2
 fi
-export SCHEMATHESIS_HOOKS= NO_COLOR=1
-exec "$VENV/bin/st" run "$URL/openapi.json" \
+# run from a scratch directory: schemathesis keeps its example database in the working directory
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+export NO_COLOR=1
+"$VENV/bin/st" run "$URL/openapi.json" \
   --url "$URL" \
   --checks all \
   --max-examples "${EMBEDKIT_SCHEMATHESIS_EXAMPLES:-25}" \

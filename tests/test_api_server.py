@@ -220,8 +220,8 @@ BAD = [
     ("/documents", {"documents": [{"id": "a", "text": " "}]}, 422, ["documents[0].text", "non-whitespace"]),
     ("/documents", {"documents": [{"id": 5, "text": "x"}]}, 422, ["documents[0].id", "got 5"]),
     ("/documents", {"documents": [{"id": "a", "text": "x", "metadata": [1]}]}, 422, ["documents[0].metadata"]),
-    ("/documents", {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, 422,
-     ["'a'", "more than once"]),
+    ("/documents", {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, 409,
+     ["'a'", "more than once", "nothing was added"]),
 ]
 
 

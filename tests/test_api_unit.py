@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import pytest
 
+from embedkit.errors import IndexFormatError, InputError
 from embedkit.server.batching import BatcherClosedError, MicroBatcher, QueueFullError
 from embedkit.server.settings import Settings
-from embedkit.errors import IndexFormatError, InputError
 
 from .conftest import ROOT
 
@@ -318,16 +318,15 @@ def test_lifespan_reports_an_unloadable_index_in_one_line(tiny_app_index, tmp_pa
 
     from fastapi.testclient import TestClient
 
-    from embedkit.server import create_app
     from embedkit.index import current_generation
+    from embedkit.server import create_app
 
     bad = tmp_path / "corrupt"
     shutil.copytree(tiny_app_index.directory, bad)
     (current_generation(bad) / "index.faiss").write_bytes(b"not a faiss index")
     app = create_app(Settings(bad))
-    with pytest.raises(IndexFormatError):
-        with TestClient(app):
-            pass
+    with pytest.raises(IndexFormatError), TestClient(app):
+        pass
     msg = app.state.startup_error
     assert msg.startswith(f"cannot serve index {str(bad)!r}: FAISS file") and "corrupt" in msg
     assert app.state.service is None

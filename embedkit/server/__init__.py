@@ -1,6 +1,6 @@
 """embedkit's REST service: ``create_app(settings)`` builds the FastAPI app; ``embedkit serve`` runs it."""
 
-__all__ = ["create_app", "Settings"]
+__all__ = ["Settings", "create_app"]
 
 
 def __getattr__(name):  # lazy: importing embedkit.server.batching or .settings does not import FastAPI

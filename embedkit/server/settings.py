@@ -34,11 +34,13 @@ class Settings:
     # micro-batching
     batching: bool = True
     max_batch: int = 64            # texts per encoder call
+    max_batch_tokens: int = 16384  # estimated tokens (characters + 2 per text) per encoder call
     batch_wait_ms: float = 2.0     # how long the first request of a batch waits for company
     max_queue: int = 2048          # texts waiting for the encoder
     retry_after_s: int = 1
     # processes and threads
     workers: int = 1               # server processes (more than one: read-only, documents cannot change)
+    encoder_threads: int | None = None  # torch threads in this process (None: torch's default)
     worker_threads: int = 4        # searches, post-processing and index writes (the encoder has its own)
     search_threads: int = 1        # OpenMP threads per FAISS search call
     # model
@@ -52,11 +54,15 @@ class Settings:
         if self.api_key is not None and not str(self.api_key).strip():
             object.__setattr__(self, "api_key", None)
         _positive = ("max_texts", "max_chars", "max_top_k", "max_body_bytes", "max_filter_fields", "max_batch",
+                    "max_batch_tokens",
                      "max_queue", "retry_after_s", "workers", "worker_threads", "search_threads")
         for name in _positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise InputError(f"setting {name} must be a positive integer, got {v!r}")
+        if self.encoder_threads is not None and (not isinstance(self.encoder_threads, int)
+                                                 or isinstance(self.encoder_threads, bool) or self.encoder_threads <= 0):
+            raise InputError(f"setting encoder_threads must be a positive integer or None, got {self.encoder_threads!r}")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise InputError(f"port must be in 0..65535, got {self.port!r}")
         if not 0 <= float(self.batch_wait_ms) <= 1000:
@@ -71,7 +77,7 @@ class Settings:
         return self.workers > 1
 
     @classmethod
-    def from_env(cls, index_dir=None, environ=None, **overrides) -> "Settings":
+    def from_env(cls, index_dir=None, environ=None, **overrides) -> Settings:
         """Settings for a deployed app (``uvicorn api.asgi:app``, or each ``embedkit serve --workers`` process).
 
         Taken from ``EMBEDKIT_SERVER_SETTINGS`` (JSON written by :meth:`to_env`) when set; the index
@@ -110,7 +116,7 @@ class Settings:
             env[API_KEY_ENV] = key
         return env
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes) -> Settings:
         return replace(self, **changes)
 
     def public(self) -> dict:
