@@ -71,14 +71,13 @@ def to_error(exc: BaseException, retry_after_s: int = 1,
     return 500, "internal_error", "internal server error (details are in the server log)", None
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(app, scope) -> list[str]:
     """Every method some route serves at this path (Starlette's own 405 names only the first route's)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(scope)[0] != Match.NONE:
-            methods |= set(route_methods)
-    return sorted(methods)
+    return [m for m in _METHODS
+            if any(route.matches({**scope, "method": m})[0] == Match.FULL for route in app.router.routes)]
 
 
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
