@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import logging
+import importlib
+import os
 from pathlib import Path
 
 import click
 
-log = logging.getLogger("embedkit.server")
+from ..constants import DEFAULT_RUNTIME, RUNTIMES
+
+SERVICE = "embedkit.server"  # the service package (its modules settings and app; its logger): the one place it is named
+
+
+def _service(module: str):
+    """``SERVICE.<module>``, imported when the command runs (``settings`` is light, ``app`` loads FastAPI)."""
+    return importlib.import_module(f"{SERVICE}.{module}")
 
 
 @click.command()
@@ -34,7 +42,7 @@ log = logging.getLogger("embedkit.server")
               help="OpenMP threads per FAISS search (concurrent requests search in parallel anyway).")
 @click.option("--worker-threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads for searches and index writes (the encoder has its own).")
-@click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True)
+@click.option("--backend", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")
@@ -46,33 +54,19 @@ log = logging.getLogger("embedkit.server")
               help="Torch threads per process (default: torch's own; with --workers N: cores / N).")
 @click.option("--max-batch-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
               help="Most estimated tokens (characters + 2 per text) in one encoder call.")
-def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, max_queue, max_texts, max_chars,
-          max_top_k, max_body_bytes, search_threads, worker_threads, backend, device, model_name, access_log,
-          workers, encoder_threads, max_batch_tokens):
+def serve(index_dir: Path, access_log: bool, **options):
     """Serve the index in INDEX_DIR: /search, /encode, /v1/embeddings, /documents, /health, /info,
     /metrics, a search page at / and API docs at /docs."""
-    from embedkit.errors import EmbedkitError
-    from embedkit.index import current_generation, read_manifest
-    from embedkit.server.settings import Settings
+    from ..errors import EmbedkitError
+    from ..index import current_generation, read_manifest
 
-    settings = Settings(index_dir=index_dir, host=host, port=port, api_key=api_key, batching=batching,
-                        max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, max_texts=max_texts,
-                        max_chars=max_chars, max_top_k=max_top_k, max_body_bytes=max_body_bytes, backend=backend,
-                        device=device, model_name=model_name, search_threads=search_threads,
-                        worker_threads=worker_threads, workers=workers, max_batch_tokens=max_batch_tokens,
-                        encoder_threads=encoder_threads or _threads_per_worker(workers))
+    if options["encoder_threads"] is None and options["workers"] > 1:
+        options["encoder_threads"] = max(1, (os.cpu_count() or 1) // options["workers"])
+    settings = _service("settings").Settings(index_dir=index_dir, **options)  # every other option is a setting
     # Cheap checks first, so a wrong path fails in a second with one clear line.
     try:
         read_manifest(current_generation(index_dir))
     except EmbedkitError as e:
         raise EmbedkitError(f"cannot serve index {str(index_dir)!r}: {e}") from None
 
-    from embedkit.server.run import run_server
-
-    run_server(settings, access_log=access_log)
-
-
-def _threads_per_worker(workers: int) -> int | None:
-    import os
-
-    return None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+    _service("run").run_server(settings, access_log=access_log)
