@@ -186,24 +186,37 @@ def render_build_memory(res: dict) -> list[str]:
 
 
 def render_serve(res: dict) -> list[str]:
-    by = {(r["endpoint"], r["clients"], r["batching"]): r for r in res["results"]}
-    rows = []
-    for (ep, clients, batching), on in sorted(by.items()):
-        if batching != "on" or (ep, clients, "off") not in by:
-            continue
-        off = by[(ep, clients, "off")]
-        rows.append([f"`{on['path']}`", str(clients), f"{on['rps']:.1f} / {off['rps']:.1f}",
-                     _ratio(on["rps"] / off["rps"]), f"{on['p50_ms']:.0f} / {off['p50_ms']:.0f}",
-                     f"{on['p99_ms']:.0f} / {off['p99_ms']:.0f}", f"{on['errors']} / {off['errors']}",
-                     _num(on["mean_batch_texts"], 1)])
     c = res.get("config", {})
-    return ["### Service: micro-batching on vs off", "",
-            f"Closed-loop clients on 127.0.0.1, one text per request, {c.get('duration_s', '?')} s per phase, "
-            f"{c.get('documents', '?')} documents, {c.get('index_type', '?')}; the two servers alternate phase "
-            "by phase.", "",
-            *_table(["endpoint", "clients", "req/s on / off", "ratio", "p50 ms on / off", "p99 ms on / off",
-                     "errors", "mean batch"], rows, "lrrrrrrr"), "",
-            machine_line(res)]
+    results = res["results"]
+    names = [n for n in c.get("servers", list(results)) if n in results]
+    loads = c.get("loads") or sorted({load for by in results.values() for load in by})
+    head = ["load (clients × sentences)"]
+    for n in names:
+        head += [f"{n} req/s", f"{n} sentences/s", f"{n} p50 / p99 ms"]
+    ratio_col = "embedkit" in results and "infinity" in results
+    if ratio_col:
+        head.append("embedkit / infinity")
+    rows = []
+    for load in loads:
+        row = [load.replace("x", " × ")]
+        for n in names:
+            r = results[n].get(load)
+            row += ([_num(r["rps"]), _num(r["sentences_per_s"]), f"{_num(r['p50_ms'], 0)} / {_num(r['p99_ms'], 0)}"]
+                    if r else ["", "", ""])
+        if ratio_col:
+            row.append(_ratio((res.get("ratios", {}).get(load) or {}).get("rps_vs_infinity")))
+        rows.append(row)
+    ip = res.get("inprocess", {})
+    lines = ["### Service: embedkit serve vs infinity-emb, /v1/embeddings", "",
+             f"Closed-loop clients on 127.0.0.1 sending LCQMC sentences, {c.get('rounds', '?')} rounds × "
+             f"{c.get('duration_s', '?')} s per phase, servers alternating phase by phase; {c.get('infinity', '')}. "
+             f"In-process `Encoder.encode` (batch {c.get('inprocess_batch', '?')}) in the same run: "
+             f"{_num(ip.get('sentences_per_s'))} sentences/s.", "",
+             *_table(head, rows, "l" + "r" * (len(head) - 1)), ""]
+    for name, tgt in res.get("targets", {}).items():
+        lines.append(f"- {name.replace('_', ' ')}: {tgt['target']} → {tgt['value']} "
+                     f"({'**met**' if tgt['met'] else '**missed**'})")
+    return lines + ["", machine_line(res)]
 
 
 def render_eval_overhead(res: dict) -> list[str]:
