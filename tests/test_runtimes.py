@@ -161,4 +161,4 @@ def test_local_model_loads_without_offline_env_and_sets_none(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                        check=False)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "OK (128,) None None" in r.stdout
+    assert "OK (1, 128) None None" in r.stdout

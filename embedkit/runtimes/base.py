@@ -16,6 +16,12 @@ import numpy as np
 from .pooling import count_tokens
 
 
+def st_tokenize(st, texts: list[str]) -> dict[str, Any]:
+    """Tokenise with a SentenceTransformer's own tokenizer (CPU tensors, truncated at its max_seq_length)."""
+    prep = getattr(st, "preprocess", None) or st.tokenize
+    return prep(texts)
+
+
 @runtime_checkable
 class RuntimeProtocol(Protocol):
     """What :class:`embedkit.encoder.Encoder` needs from a runtime."""
@@ -44,9 +50,7 @@ class Runtime:
         self.encoder = encoder
 
     def tokenize(self, texts: list[str]) -> dict[str, Any]:
-        st = self.encoder.st
-        prep = getattr(st, "preprocess", None) or st.tokenize
-        return prep(texts)
+        return st_tokenize(self.encoder.st, texts)
 
     def forward(self, features: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

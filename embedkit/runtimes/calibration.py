@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fsutil import atomic_path
+from .base import st_tokenize
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def calibration_feeds(enc, input_names: tuple[str, ...]) -> list[dict[str, np.nd
     texts = calibration_sentences()
     feeds = []
     for i in range(0, len(texts), CALIBRATION_BATCH):
-        feats = enc.tokenize(texts[i:i + CALIBRATION_BATCH])
+        feats = st_tokenize(enc.st, texts[i:i + CALIBRATION_BATCH])
         feeds.append({k: np.ascontiguousarray(feats[k].cpu().numpy(), dtype=np.int64) for k in input_names})
     return feeds
 
@@ -77,7 +78,7 @@ def quantize_static_onnx(enc, src: Path, dst: Path, input_names: tuple[str, ...]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="embedkit-calib-") as tmpdir:
         pre = Path(tmpdir) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_optimization=False)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         with atomic_path(dst, suffix=".int8s.onnx.tmp") as tmp:
             quantize_static(str(pre), str(tmp), Reader(calibration_feeds(enc, input_names)),
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"], per_channel=True,

@@ -42,6 +42,7 @@ import numpy as np
 from ..errors import InputError
 from ..fsutil import atomic_path, atomic_write_json
 from ..provenance import model_fingerprint
+from .base import st_tokenize
 from .pooling import MODEL_INPUTS
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def export_onnx(enc, path: Path, input_names: tuple[str, ...], outputs: tuple[st
                          "(use 'cls' instead)")
     was_training = model.training
     model.eval()
-    feats = enc.tokenize(["embedkit 导出样例句子", "第二句"])
+    feats = st_tokenize(enc.st, ["embedkit 导出样例句子", "第二句"])
     args = tuple(feats[k].to("cpu") for k in input_names)
     wrapper = _ExportWrapper.make(model, input_names, outputs)
     dyn = {k: {0: "batch", 1: "seq"} for k in input_names}
@@ -270,7 +271,7 @@ def quantize_onnx(src: Path, dst: Path) -> None:
 
 def model_inputs(enc) -> tuple[str, ...]:
     """The transformer inputs the tokenizer produces (token_type_ids only for models that use it)."""
-    probe = enc.tokenize(["样例"])
+    probe = st_tokenize(enc.st, ["样例"])
     return tuple(k for k in MODEL_INPUTS if k in probe)
 
 
