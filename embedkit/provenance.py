@@ -1,33 +1,37 @@
-"""Where results come from: installed package versions and a cheap model-directory fingerprint.
-
-One copy of each, for index manifests, evaluation results, encoding caches and exported graphs.
-Nothing heavy is imported: versions are read from package metadata."""
+"""Provenance recorded in manifests, reports and caches (one helper each for every writer): library
+versions and a cheap model-directory fingerprint."""
 
 from __future__ import annotations
 
 import hashlib
-import platform
-import sys
-from importlib import metadata
+import importlib
 from pathlib import Path
 
-#: Distributions recorded by default (installed-distribution names, as pip spells them).
-DEFAULT_PACKAGES = ("embedkit", "numpy", "scipy", "faiss-cpu", "torch", "transformers", "sentence-transformers",
-                    "scikit-learn", "onnxruntime", "openvino")
+import numpy as np
+
+from . import __version__
+
+_BASE = ("faiss", "torch", "sentence_transformers", "transformers", "sklearn")
+_EXTRA = {"milvus": ("pymilvus",)}
+
+
+def versions(*extra: str) -> dict:
+    """``{"embedkit": ..., "numpy": ..., "faiss": ..., ...}`` for the libraries that are importable."""
+    out = {"embedkit": __version__, "numpy": np.__version__}
+    mods = list(_BASE)
+    for e in extra:
+        mods += list(_EXTRA.get(e, ()))
+    for mod in mods:
+        try:
+            out[mod] = importlib.import_module(mod).__version__
+        except Exception:  # pragma: no cover - optional library missing
+            pass
+    return out
+
+
 #: Folders inside a model directory that hold artefacts derived from it (exported graphs); they are
 #: not part of the model's identity, so writing an export does not change the fingerprint.
 DERIVED_DIRS = ("onnx", "openvino")
-
-
-def package_versions(packages: tuple[str, ...] | list[str] = DEFAULT_PACKAGES) -> dict:
-    """Python, platform and the installed version of each package (``None`` when not installed)."""
-    out: dict = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in packages:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def model_fingerprint(model: str | Path) -> str | None:

@@ -40,7 +40,11 @@ class ScaledTorchRuntime(TorchRuntime):
 
 # -- registry ----------------------------------------------------------------------------------------
 def test_registry_names_and_errors():
+    from embedkit import constants
+    from embedkit.runtimes import RUNTIMES
+
     assert RUNTIME_NAMES == ("torch", "onnx", "onnx-int8", "onnx-int8-static", "openvino", "openvino-int8")
+    assert tuple(RUNTIMES) == constants.RUNTIMES == RUNTIME_NAMES  # the CLI's choice list = the registry
     assert runtime_class("torch") is TorchRuntime
     with pytest.raises(InputError, match=r"backend 'onnx-fp16' is not one of torch, onnx, onnx-int8"):
         runtime_class("onnx-fp16")

@@ -1,7 +1,7 @@
 """Encoder runtimes: a lazy registry of names -> ``"module:Class"`` strings, resolved on use.
 
-Importing this package imports nothing heavy (no torch, onnxruntime or openvino), so the CLI can
-offer :data:`RUNTIME_NAMES` as a choice list. Every runtime follows
+Importing this package imports nothing heavy (no torch, onnxruntime or openvino). The names are
+:data:`embedkit.constants.RUNTIMES` (= :data:`RUNTIME_NAMES`), the CLI's choice list. Every runtime follows
 :class:`embedkit.runtimes.base.RuntimeProtocol` (tokenize -> forward -> pool, plus token counts).
 
 ======================  ==========================================================================
@@ -24,8 +24,13 @@ from __future__ import annotations
 from importlib import import_module
 from types import MappingProxyType
 
+from ..constants import DEFAULT_RUNTIME
+from ..constants import RUNTIMES as RUNTIME_NAMES
 from ..errors import InputError
 
+__all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "RUNTIME_NAMES", "make_runtime", "runtime_class"]
+
+#: name -> "module:Class" for every name in :data:`embedkit.constants.RUNTIMES` (the CLI's choice list).
 RUNTIMES = MappingProxyType({
     "torch": "embedkit.runtimes.torch_runtime:TorchRuntime",
     "onnx": "embedkit.runtimes.onnx_runtime:OnnxRuntime",
@@ -34,9 +39,6 @@ RUNTIMES = MappingProxyType({
     "openvino": "embedkit.runtimes.openvino_runtime:OpenVINORuntime",
     "openvino-int8": "embedkit.runtimes.openvino_runtime:OpenVINOInt8Runtime",
 })
-#: The built-in runtime names, in the order the CLI lists them.
-RUNTIME_NAMES: tuple[str, ...] = tuple(RUNTIMES)
-DEFAULT_RUNTIME = "torch"
 
 
 def runtime_class(name: str):

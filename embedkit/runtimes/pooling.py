@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..constants import POOLINGS
 from ..errors import InputError
 
-POOLINGS = ("model", "cls", "pooler", "last-avg", "first-last-avg")
+__all__ = ["MODEL_INPUTS", "POOLINGS", "check_pooling", "count_tokens", "l2_normalize", "masked_mean",
+           "pool_hidden"]
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
