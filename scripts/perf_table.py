@@ -68,57 +68,72 @@ def machine_line(res: dict, command: str | None = None) -> str:
 
 
 # -- renderers -------------------------------------------------------------------------------------
-SIDE_LABEL = {
-    "sentence-transformers": "plain `SentenceTransformer.encode`",
-    "embedkit-torch": "embedkit, default (torch)",
-    "embedkit-onnx": "embedkit `--backend onnx`",
-    "embedkit-onnx-int8": "embedkit `--backend onnx-int8`",
+RUNTIME_NOTE = {
+    "torch": "PyTorch (default)",
+    "onnx": "ONNX Runtime, fp32, fused graph",
+    "onnx-int8": "ONNX Runtime, dynamic int8",
+    "onnx-int8-static": "ONNX Runtime, static int8 (calibrated QDQ)",
+    "openvino": "OpenVINO, fp32",
+    "openvino-int8": "OpenVINO, static int8 (calibrated QDQ)",
 }
-SIDE_BACKEND = {"embedkit-torch": "torch", "embedkit-onnx": "onnx", "embedkit-onnx-int8": "onnx-int8"}
+
+
+def _side_label(side: str, row: dict) -> str:
+    be = row.get("backend")
+    if be is None:
+        return "plain `SentenceTransformer.encode`"
+    label = f"`--backend {be}`: {RUNTIME_NOTE.get(be, be)}"
+    if "@" in side:
+        label += f", {row.get('threads')} thread{'s' if row.get('threads') != 1 else ''}"
+    return label
 
 
 def render_encode(res: dict) -> list[str]:
     c = res["config"]
-    q = res.get("quality_spearman_x100") or {}
-    tasks = sorted(q, key=lambda t: (t != "STS-B", t))
-    head = ["encoder path", "sentences/s", "vs sentence-transformers"]
-    for t in tasks:
-        pairs = q[t]["pairs"]
-        head.append(f"{t} Spearman ({'all ' if t == 'STS-B' or c.get('lcqmc_pairs') == 'all' else 'first '}{pairs} pairs)")
+    sides = res["sides"]
+    tasks = []
+    for row in sides.values():
+        tasks += [t for t in row.get("spearman_x100", {}) if t not in tasks]
+    tasks.sort(key=lambda t: (t != "STS-B", t))
+    pairs = {"STS-B": "all", "LCQMC": c.get("lcqmc_pairs", "?")}
+    head = ["encoder path", "sentences/s", "vs sentence-transformers", "min cosine vs ST"]
+    head += [f"{t} Spearman ({'all' if pairs.get(t) == 'all' else 'first ' + str(pairs.get(t))} pairs)"
+             for t in tasks]
+    order = list(RUNTIME_NOTE)
+
+    def rank(side):
+        be = sides[side].get("backend")
+        return (-1 if be is None else order.index(be) if be in order else len(order), "@" in side, side)
+
     rows = []
-    sides = [s for s in SIDE_LABEL if s in res["speed"]] + [s for s in res["speed"] if s not in SIDE_LABEL]
-    for side in sides:
-        s = res["speed"][side]
-        row = [SIDE_LABEL.get(side, side), _num(s["sentences_per_s"]), _ratio(s["ratio_vs_sentence_transformers"])]
-        be = SIDE_BACKEND.get(side)
+    for side in sorted(sides, key=rank):
+        row = sides[side]
+        r = [_side_label(side, row), _num(row["sentences_per_s"]), _ratio(row["ratio_vs_sentence_transformers"]),
+             f"{row.get('min_cosine_vs_sentence_transformers', float('nan')):.4f}"]
         for t in tasks:
-            if be is None:
-                row.append("same model as torch")
-            else:
-                row.append(_num(q[t].get(be), 2) + _delta(q[t].get(f"delta_{be}") if be != "torch" else None))
-        rows.append(row)
-    lines = [f"### Encoding: {c['model']} on CPU", "",
-             f"{c['sentences']:,} test sentences, batch {c['batch_size']}, max_length {c['max_length']}, "
-             f"{c['threads']} threads, {c['rounds']} rounds, sides interleaved every "
-             f"{c.get('interleave_chunk', c['sentences']):,} sentences (medians over rounds). Spearman ×100 of cosine vs label; in brackets the change against the torch "
-             "fp32 path.", ""]
+            d = row.get("delta_points_vs_sentence_transformers", {}).get(t)
+            r.append(_num(row.get("spearman_x100", {}).get(t), 2) + ("" if row.get("backend") is None else _delta(d)))
+        rows.append(r)
+    intro = (f"{c['sentences']:,} test sentences, batch {c['batch_size']}, max_length {c['max_length']}, "
+             f"{c['threads']} threads unless stated, {c['rounds']} rounds, all sides in one process, interleaved "
+             f"every {c.get('interleave_chunk', c['sentences']):,} sentences (medians over rounds). Spearman ×100 "
+             "of cosine vs label; in brackets the change in points against plain sentence-transformers.")
+    lines = [f"### Encoding: {c['model']} on CPU", "", intro, ""]
     lines += _table(head, rows)
     t = res.get("targets", {})
     notes = []
     if "default_path_parity" in t:
         p = t["default_path_parity"]
-        notes.append(f"default path at parity (≥ 1.0×): **{'met' if p['met'] else 'not met'}** ({p['measured']:.2f}×)")
-    for side in ("embedkit-onnx", "embedkit-onnx-int8"):
-        if side in t:
-            x = t[side]
-            sp = ("" if "spearman_met" not in x else
-                  f"; Spearman within 0.5: **{'met' if x['spearman_met'] else 'not met'}** "
-                  f"(worst {x['spearman_worst_delta']:+.2f})")
-            notes.append(f"`{SIDE_BACKEND[side]}` ≥ 2×: **{'met' if x['speed_met'] else 'not met'}** "
-                         f"({x['speed_measured']:.2f}×){sp}")
+        notes.append(f"default path at parity (≥ 1.0×): **{'met' if p['met'] else 'not met'}** ({_ratio(p['measured'])})")
+    if "fast_path" in t:
+        f = t["fast_path"]
+        notes.append(f"fast path ≥ 2× within 0.5 Spearman points: **{'met' if f['met'] else 'not met'}** "
+                     f"(best within 0.5 points: `{f['best_side']}`, {_ratio(f['measured'])}, "
+                     f"worst change {_num(f['worst_delta'], 2)} points)")
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
-    lines += ["", machine_line(res)]
+    note = res.get("machine", {}).get("note")
+    lines += ["", machine_line(res) + (f" *Note:* {note}." if note else "")]
     return lines
 
 
