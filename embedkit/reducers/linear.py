@@ -1,41 +1,57 @@
-"""Dimension reducers fitted once and applied to documents and queries alike.
+"""The fixed linear reducers: ``none``, β/γ-whitening (``whitening``, ``pca``) and JL random projection.
 
-The BERT-whitening math (Su et al. 2021) is the two pure functions :func:`compute_kernel_bias` and
-:func:`transform_and_normalize`; the estimator classes wrap them (and scikit-learn's
-``GaussianRandomProjection`` for JL) in one ``fit / transform / save / load`` contract.  Learned
-attributes end in ``_``; saved state is JSON + ``.npz`` (never pickle).
+The BERT-whitening math (Su et al. 2021, and Su's β/γ follow-up) is three small pure functions:
+:func:`moment_svd`, :func:`whitening_kernel` and :func:`compute_kernel_bias`, plus
+:func:`transform_and_normalize`.  With ``μ`` the mean of the fitting vectors,
+
+    Σ_β = (X − β·μ)ᵀ (X − β·μ) / (n − 1) = U Λ Uᵀ,      y = (x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)
+
+* β = γ = 1 is BERT-whitening (``whitening:k``; Σ_1 is ``np.cov``);
+* β = 1, γ = 0 is centred PCA, a rotation without scaling (``pca:k`` runs exactly this code);
+* β = γ = 0 is the uncentred rotation onto the top-k right singular vectors of X (truncated SVD);
+  at full k it changes no cosine.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
-from .errors import IndexFormatError, InputError, NotFittedError
-from .fsutil import atomic_save_npz, atomic_write_json, read_json
+from ..errors import InputError
+from .base import Reducer
 
-FORMAT = "embedkit-reducer"
-FORMAT_VERSION = 1
-KINDS = ("none", "whitening", "pca", "jl")
 RANK_TOL = 1e-10  # singular values below RANK_TOL * largest count as zero
 
 
 # --------------------------------------------------------------------------------------------
-# the math, as two small pure functions
+# the math, as small pure functions
 # --------------------------------------------------------------------------------------------
-def compute_kernel_bias(vecs: np.ndarray, n_components: int | None = None, *, whiten: bool = True):
-    """Whitening kernel ``W[:, :k]`` and bias ``-mu`` such that ``(x + bias) @ W`` has zero mean and
-    identity covariance on ``vecs``: ``U, S, _ = svd(cov)``, ``W = U diag(1/sqrt(S))``.
-    With ``whiten=False`` the kernel is the PCA rotation ``U[:, :k]`` (no 1/sqrt(S) scaling)."""
+def moment_svd(vecs: np.ndarray, beta: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(shift, U, S)``: ``shift = β·μ`` (1, d) and the SVD of the second moment around it,
+    ``Σ_β = (X − shift)ᵀ(X − shift) / (n − 1)`` (for β = 1 exactly ``np.cov(X.T)``)."""
     vecs = np.asarray(vecs, dtype=np.float64)
-    mu = vecs.mean(axis=0, keepdims=True)
-    cov = np.cov(vecs.T)
-    u, s, _ = np.linalg.svd(np.atleast_2d(cov))
-    k = vecs.shape[1] if n_components is None else n_components
-    kernel = u[:, :k] / np.sqrt(s[:k]) if whiten else u[:, :k]
-    return kernel, -mu, s
+    shift = beta * vecs.mean(axis=0, keepdims=True)
+    c = vecs - shift
+    cov = np.atleast_2d(c.T @ c / (len(vecs) - 1))
+    u, s, _ = np.linalg.svd(cov)
+    return shift, u, s
+
+
+def whitening_kernel(u: np.ndarray, s: np.ndarray, k: int, gamma: float = 1.0) -> np.ndarray:
+    """``U[:, :k] · diag(S[:k]^(−γ/2))`` (γ = 0: the rotation ``U[:, :k]`` itself)."""
+    if gamma == 0:
+        return u[:, :k].copy()
+    return u[:, :k] * s[:k] ** (-gamma / 2)
+
+
+def compute_kernel_bias(vecs: np.ndarray, n_components: int | None = None, *, whiten: bool = True,
+                        beta: float = 1.0, gamma: float | None = None):
+    """Kernel ``W`` (d, k), bias ``−β·μ`` (1, d) and all singular values ``S`` such that
+    ``(x + bias) @ W`` is the β/γ-whitened ``x``.  ``gamma`` defaults to 1 (``whiten=True``: zero mean,
+    identity covariance on ``vecs``) or 0 (``whiten=False``: the PCA rotation)."""
+    gamma = (1.0 if whiten else 0.0) if gamma is None else float(gamma)
+    shift, u, s = moment_svd(vecs, beta)
+    k = u.shape[0] if n_components is None else n_components
+    return whitening_kernel(u, s, k, gamma), -shift, s
 
 
 def transform_and_normalize(vecs: np.ndarray, kernel: np.ndarray | None = None,
@@ -49,138 +65,23 @@ def transform_and_normalize(vecs: np.ndarray, kernel: np.ndarray | None = None,
     return vecs
 
 
+def _check_unit(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= v <= 1:
+        raise InputError(f"{name} must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
 # --------------------------------------------------------------------------------------------
 # estimators
 # --------------------------------------------------------------------------------------------
-def _check_2d(X, what: str = "X") -> np.ndarray:
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise InputError(f"{what} must be a 2-D array (n_samples, n_features), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number):
-        raise InputError(f"{what} must be numeric, got dtype {X.dtype}")
-    if not np.isfinite(X).all():
-        raise InputError(f"{what} contains NaN or infinite values")
-    return X
-
-
-class Reducer:
-    """Base class: ``__init__`` only stores parameters; ``fit`` validates and learns."""
-
-    kind = "base"
-
-    def __init__(self, n_components: int | None = None):
-        self.n_components = n_components
-
-    # -- contract -----------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        X = _check_2d(X)
-        n, d = X.shape
-        if n < 2:
-            raise InputError(f"{self.spec} needs at least 2 fitting vectors, got {n}")
-        k = d if self.n_components is None else self.n_components
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
-            raise InputError(f"n_components must be a positive integer, got {k!r}")
-        if k > d:
-            raise InputError(f"{self.kind}:{k} asks for more components than the vectors have "
-                             f"dimensions ({d}); use k <= {d}")
-        self._fit(X, int(k))
-        self.n_features_in_ = d
-        self.n_components_ = int(k)
-        self.n_samples_fit_ = n
-        return self
-
-    def transform(self, X) -> np.ndarray:
-        if not hasattr(self, "n_features_in_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
-        X = np.asarray(X)
-        single = X.ndim == 1
-        X = _check_2d(X[None, :] if single else X)
-        if X.shape[1] != self.n_features_in_:
-            raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted "
-                             f"with {self.n_features_in_}")
-        Y = np.ascontiguousarray(self._transform(X.astype(np.float32, copy=False)), dtype=np.float32)
-        return Y[0] if single else Y
-
-    def fit_transform(self, X, y=None) -> np.ndarray:
-        return self.fit(X).transform(X)
-
-    @property
-    def spec(self) -> str:
-        return self.kind if self.n_components is None else f"{self.kind}:{self.n_components}"
-
-    @property
-    def output_dim(self) -> int:
-        return self.n_components_
-
-    # -- persistence --------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike, name: str = "reducer") -> None:
-        if not hasattr(self, "n_features_in_"):
-            raise NotFittedError(f"cannot save an unfitted {type(self).__name__}")
-        directory = Path(directory)
-        arrays = self._arrays()
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "kind": self.kind, "params": self._params(),
-                "n_features_in_": self.n_features_in_, "n_components_": self.n_components_,
-                "n_samples_fit_": self.n_samples_fit_, "arrays": sorted(arrays)}
-        atomic_save_npz(directory / f"{name}.npz", **arrays)
-        atomic_write_json(directory / f"{name}.json", meta)
-
-    @staticmethod
-    def load(directory: str | os.PathLike, name: str = "reducer") -> "Reducer":
-        directory = Path(directory)
-        jpath, npath = directory / f"{name}.json", directory / f"{name}.npz"
-        meta = read_json(jpath, "reducer file")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-            raise IndexFormatError(f"{jpath} is not an embedkit reducer of version {FORMAT_VERSION} "
-                                   f"(format={meta.get('format')!r}, version={meta.get('version')!r})")
-        cls = _CLASSES.get(meta.get("kind"))
-        if cls is None:
-            raise IndexFormatError(f"{jpath}: unknown reducer kind {meta.get('kind')!r}")
-        obj = cls(**meta["params"])
-        try:
-            with np.load(npath, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise IndexFormatError(f"reducer file {npath} is missing") from None
-        except Exception as e:  # zipfile.BadZipFile, ValueError, ...
-            raise IndexFormatError(f"reducer file {npath} is corrupt: {e}") from None
-        if sorted(arrays) != sorted(meta.get("arrays", [])):
-            raise IndexFormatError(f"{npath} holds arrays {sorted(arrays)}, expected {meta.get('arrays')}")
-        obj._set_arrays(arrays)
-        obj.n_features_in_ = int(meta["n_features_in_"])
-        obj.n_components_ = int(meta["n_components_"])
-        obj.n_samples_fit_ = int(meta["n_samples_fit_"])
-        return obj
-
-    # -- per-kind hooks -----------------------------------------------------------------------
-    def _params(self) -> dict:
-        return {"n_components": self.n_components}
-
-    def _fit(self, X, k):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _transform(self, X):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _arrays(self) -> dict:
-        return {}
-
-    def _set_arrays(self, arrays: dict) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
-
-
 class IdentityReducer(Reducer):
     """``none``: vectors pass through unchanged."""
 
     kind = "none"
+    n_components = None
 
-    def __init__(self, n_components: int | None = None):
-        super().__init__(None)
-
-    def _params(self):
-        return {}
+    def __init__(self):
+        pass
 
     def _fit(self, X, k):
         pass
@@ -190,24 +91,40 @@ class IdentityReducer(Reducer):
 
 
 class WhiteningReducer(Reducer):
-    """BERT-whitening: ``y = (x - mean_) @ components_`` with ``components_ = U[:, :k] diag(1/sqrt(S[:k]))``."""
+    """β/γ-whitening ``y = (x − mean_) @ components_``: ``mean_ = β·μ``,
+    ``components_ = U[:, :k] · diag(S[:k]^(−γ/2))``; the defaults β = γ = 1 are BERT-whitening.
+
+    Spec: ``whitening[:k][:beta=B,gamma=G]`` (β, γ in [0, 1]; left out of the spec at 1)."""
 
     kind = "whitening"
-    whiten = True
+    spec_params = ("beta", "gamma")
+
+    def __init__(self, n_components: int | None = None, beta: float = 1.0, gamma: float = 1.0):
+        self.n_components = n_components
+        self.beta = beta
+        self.gamma = gamma
 
     def _fit(self, X, k):
-        n = X.shape[0]
-        if k > n - 1:
-            raise InputError(f"{self.kind}:{k} needs more fitting vectors than components: the "
-                             f"covariance of {n} vectors has rank at most {n - 1}; fit on at least "
-                             f"{k + 1} vectors or use k <= {n - 1}")
-        kernel, bias, s = compute_kernel_bias(X, k, whiten=self.whiten)
+        beta = _check_unit("beta", self.beta)
+        _check_unit("gamma", self.gamma)
+        self._check_rank_bound(X.shape[0], k, beta)
+        self._fit_svd(*moment_svd(X, beta), k)
+
+    def _check_rank_bound(self, n: int, k: int, beta: float) -> None:
+        max_rank = n - 1 if beta == 1 else n  # centring removes one degree of freedom
+        if k > max_rank:
+            raise InputError(f"{self.spec} needs more fitting vectors than components: the second "
+                             f"moment of {n} vectors has rank at most {max_rank}; fit on at least "
+                             f"{k + n - max_rank} vectors or use k <= {max_rank}")
+
+    def _fit_svd(self, shift: np.ndarray, u: np.ndarray, s: np.ndarray, k: int) -> None:
+        """Set the fitted arrays from :func:`moment_svd`'s output (AutoReducer reuses one SVD per β)."""
         rank = int((s > RANK_TOL * max(s[0], 1e-300)).sum())
         if rank < k:
-            raise InputError(f"{self.kind}:{k}: the fitting vectors' covariance is rank-deficient "
+            raise InputError(f"{self.spec}: the fitting vectors' covariance is rank-deficient "
                              f"(rank {rank} < k={k}); use k <= {rank} or fit on more varied texts")
-        self.mean_ = (-bias[0]).astype(np.float32)
-        self.components_ = kernel.astype(np.float32)
+        self.mean_ = shift[0].astype(np.float32)
+        self.components_ = whitening_kernel(u, s, k, float(self.gamma)).astype(np.float32)
         self.singular_values_ = s[:k].astype(np.float32)
 
     def _transform(self, X):
@@ -217,22 +134,27 @@ class WhiteningReducer(Reducer):
         return {"mean_": self.mean_, "components_": self.components_,
                 "singular_values_": self.singular_values_}
 
-    def _set_arrays(self, a):
+    def _set_state(self, meta, a):
         self.mean_, self.components_, self.singular_values_ = a["mean_"], a["components_"], a["singular_values_"]
 
 
 class PCAReducer(WhiteningReducer):
-    """PCA rotation without the 1/sqrt(S) scaling: ``y = (x - mean_) @ U[:, :k]``."""
+    """Centred PCA rotation without scaling, ``y = (x − μ) @ U[:, :k]``: β/γ-whitening with β = 1, γ = 0
+    (the same code path, so ``pca:k`` and ``whitening:k:beta=1,gamma=0`` give identical arrays)."""
 
     kind = "pca"
-    whiten = False
+    spec_params = ()
+    beta = 1.0
+    gamma = 0.0
+
+    def __init__(self, n_components: int | None = None):
+        self.n_components = n_components
 
 
 class JLReducer(Reducer):
-    """Johnson-Lindenstrauss Gaussian random projection ``y = A x``, A ~ N(0, 1/k), seeded.
-
-    Fitting draws A with scikit-learn's ``GaussianRandomProjection``; ``n_components='auto'`` picks
-    :func:`jl_min_dim` for the fitting set's size and ``eps``."""
+    """Johnson-Lindenstrauss Gaussian random projection ``y = A x``, A ~ N(0, 1/k), seeded, drawn by
+    scikit-learn's ``GaussianRandomProjection``.  ``n_components='auto'`` lets it pick the smallest safe
+    dimension for the fitting set's size and ``eps`` (:func:`jl_min_dim`)."""
 
     kind = "jl"
 
@@ -241,31 +163,21 @@ class JLReducer(Reducer):
         self.eps = eps
         self.random_state = random_state
 
-    @property
-    def spec(self) -> str:
-        return f"jl:{self.n_components}"
-
-    def _params(self):
-        return {"n_components": self.n_components, "eps": self.eps, "random_state": self.random_state}
-
-    def fit(self, X, y=None):
-        if self.n_components == "auto":
-            X = _check_2d(X)
-            k = jl_min_dim(X.shape[0], self.eps)
-            if k > X.shape[1]:
-                raise InputError(f"jl:auto needs {k} dimensions for {X.shape[0]} points at eps="
-                                 f"{self.eps}, more than the vectors' {X.shape[1]}")
-            saved, self.n_components = self.n_components, k
-            try:
-                return super().fit(X)
-            finally:
-                self.n_components = saved
-        return super().fit(X)
+    def _resolve_k(self, X):
+        if self.n_components != "auto":
+            return super()._resolve_k(X)
+        n, d = X.shape
+        k = jl_min_dim(n, self.eps)
+        if k > d:
+            raise InputError(f"jl:auto needs {k} dimensions for {n} points at eps={self.eps}, more "
+                             f"than the vectors' {d}; use a larger eps or jl:k with k <= {d}")
+        return k
 
     def _fit(self, X, k):
         from sklearn.random_projection import GaussianRandomProjection
 
-        grp = GaussianRandomProjection(n_components=k, random_state=self.random_state).fit(X)
+        grp = GaussianRandomProjection(n_components="auto" if self.n_components == "auto" else k,
+                                       eps=self.eps, random_state=self.random_state).fit(X)
         self.components_ = np.ascontiguousarray(grp.components_, dtype=np.float32)  # (k, d)
 
     def _transform(self, X):
@@ -274,11 +186,8 @@ class JLReducer(Reducer):
     def _arrays(self):
         return {"components_": self.components_}
 
-    def _set_arrays(self, a):
+    def _set_state(self, meta, a):
         self.components_ = a["components_"]
-
-
-_CLASSES = {c.kind: c for c in (IdentityReducer, WhiteningReducer, PCAReducer, JLReducer)}
 
 
 def jl_min_dim(n_samples: int, eps: float = 0.1) -> int:
@@ -291,32 +200,3 @@ def jl_min_dim(n_samples: int, eps: float = 0.1) -> int:
     if not 0 < eps < 1:
         raise InputError(f"eps must be in (0, 1), got {eps}")
     return int(johnson_lindenstrauss_min_dim(n_samples, eps=eps))
-
-
-def make_reducer(spec: str | Reducer | None) -> Reducer:
-    """Parse ``none``, ``whitening[:k]``, ``pca[:k]``, ``jl:k`` or ``jl:auto`` into an unfitted reducer."""
-    if isinstance(spec, Reducer):
-        return spec
-    if spec is None:
-        spec = "none"
-    kind, _, arg = str(spec).strip().partition(":")
-    kind = kind.lower()
-    if kind not in _CLASSES:
-        raise InputError(f"reducer {spec!r}: kind must be one of {', '.join(KINDS)} (e.g. whitening:256)")
-    if kind == "none":
-        if arg:
-            raise InputError(f"reducer {spec!r}: 'none' takes no dimension")
-        return IdentityReducer()
-    if not arg:
-        if kind == "jl":
-            raise InputError(f"reducer {spec!r}: jl needs a dimension, e.g. jl:256 or jl:auto")
-        return _CLASSES[kind]()
-    if kind == "jl" and arg == "auto":
-        return JLReducer("auto")
-    try:
-        k = int(arg)
-    except ValueError:
-        raise InputError(f"reducer {spec!r}: dimension {arg!r} is not an integer") from None
-    if k <= 0:
-        raise InputError(f"reducer {spec!r}: dimension must be positive, got {k}")
-    return _CLASSES[kind](k)
