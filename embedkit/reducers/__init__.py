@@ -22,8 +22,17 @@ from __future__ import annotations
 from ..errors import InputError
 from .auto import NO_TUNING_PAIRS, AutoReducer, pair_spearman
 from .base import FORMAT, FORMAT_VERSION, Reducer, check_2d
-from .linear import (IdentityReducer, JLReducer, PCAReducer, WhiteningReducer, compute_kernel_bias,
-                     jl_min_dim, moment_svd, transform_and_normalize, whitening_kernel)
+from .linear import (
+    IdentityReducer,
+    JLReducer,
+    PCAReducer,
+    WhiteningReducer,
+    compute_kernel_bias,
+    jl_min_dim,
+    moment_svd,
+    transform_and_normalize,
+    whitening_kernel,
+)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "NO_TUNING_PAIRS", "AutoReducer", "IdentityReducer",
            "JLReducer", "PCAReducer", "Reducer", "WhiteningReducer", "check_2d", "compute_kernel_bias",

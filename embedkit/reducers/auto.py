@@ -143,7 +143,7 @@ class AutoReducer(Reducer):
         self.grid_ = grid
         self.reducer_ = fitted[pick]
         self.choice_ = grid[pick]["spec"]
-        self.n_tune_pairs_ = int(len(labels))
+        self.n_tune_pairs_ = len(labels)
         self._set_fitted(n, d, self.reducer_.n_components_)
         return self
 

@@ -128,7 +128,7 @@ class Reducer(TransformerMixin, BaseEstimator):
         atomic_write_json(directory / f"{name}.json", meta)
 
     @staticmethod
-    def load(directory: str | os.PathLike, name: str = "reducer") -> "Reducer":
+    def load(directory: str | os.PathLike, name: str = "reducer") -> Reducer:
         """Read what :meth:`save` wrote; missing, corrupt or mismatched files are an IndexFormatError."""
         directory = Path(directory)
         jpath, npath = directory / f"{name}.json", directory / f"{name}.npz"
