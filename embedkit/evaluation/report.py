@@ -32,6 +32,8 @@ PROTOCOL_TEXT = {
              "each pair), as in BERT-whitening's chn/eval.py; max_length 64 (128 for PAWSX)",
     "fit-train": "reducer fitted on the task's train split (or a named corpus), the chosen "
                  "splits scored; nothing of the scored split is seen when fitting",
+    "fit-valid": "reducer fitted on the task's valid split, the chosen splits (default test) scored; "
+                 "auto chooses on the valid split's labels; nothing of the scored split is seen when fitting",
 }
 
 
