@@ -18,9 +18,8 @@ from __future__ import annotations
 import unicodedata
 from importlib import metadata
 
+from .constants import TEXT_NORMALIZATIONS as MODES
 from .errors import InputError
-
-MODES = ("none", "nfkc", "t2s", "s2t")
 
 
 class TextNormalizer:

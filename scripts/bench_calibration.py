@@ -34,12 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchlib import RESULTS_DIR, machine_info, now_utc  # noqa: E402
+from benchlib import RESULTS_DIR, machine_info, now_utc
 
-from embedkit.evaluation.evaluator import run_grid  # noqa: E402
-from embedkit.evaluation.report import write_report  # noqa: E402
-from embedkit.fsutil import atomic_write_json  # noqa: E402
-from embedkit.reducers import AutoReducer  # noqa: E402
+from embedkit.evaluation.evaluator import run_grid
+from embedkit.evaluation.report import write_report
+from embedkit.fsutil import atomic_write_json
+from embedkit.reducers import AutoReducer
 
 TASKS = ["ATEC", "BQ", "LCQMC", "STS-B"]
 BINARY = ["ATEC", "BQ", "LCQMC"]
@@ -113,8 +113,8 @@ def main(argv=None) -> int:
     for name in MODELS:
         mdir = Path(args.models_dir) / name
         specs = ["auto"] + [r.spec for r, *_ in AutoReducer().candidates(_dim(mdir))]
-        common = dict(models=[str(mdir)], protocol="fit-valid", splits=["test"], limit=args.cap,
-                      cache_dir=args.cache_dir, progress=False)
+        common = {"models": [str(mdir)], "protocol": "fit-valid", "splits": ["test"], "limit": args.cap,
+                      "cache_dir": args.cache_dir, "progress": False}
         res = run_grid(args.data, tasks=TASKS, reducers=specs, **common)
         write_report(res, ROOT / "reports" / "bench-calibration" / name)
         summaries.append(summarise(res, name))

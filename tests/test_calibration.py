@@ -9,8 +9,14 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from embedkit.calibration import (Calibrator, best_threshold, classification_metrics,
-                                  expected_calibration_error, read_labelled_pairs, reliability_bins)
+from embedkit.calibration import (
+    Calibrator,
+    best_threshold,
+    classification_metrics,
+    expected_calibration_error,
+    read_labelled_pairs,
+    reliability_bins,
+)
 from embedkit.errors import IndexFormatError, InputError
 from embedkit.textnorm import TextNormalizer
 

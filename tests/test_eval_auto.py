@@ -67,6 +67,7 @@ def binary(tmp_path_factory):
     rng = np.random.default_rng(1)
     d, n = 16, 200
     table, files = {}, {}
+    root = tmp_path_factory.mktemp("bin")
     for split in ("valid", "test"):
         y = rng.integers(0, 2, n)
         a = rng.standard_normal((n, d))
@@ -77,7 +78,6 @@ def binary(tmp_path_factory):
             table[ka], table[kb] = a[i], b[i]
             rows.append((ka, kb, y[i]))
         files[split] = (a, b, y)
-        root = tmp_path_factory.mktemp("bin") if split == "valid" else root
         _write(root / "SAME" / f"SAME.{split}.data", rows)
     return root, FakeEncoder(d, table), files
 

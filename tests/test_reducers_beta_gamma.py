@@ -9,8 +9,15 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.pipeline import Pipeline
 
 from embedkit.errors import InputError
-from embedkit.reducers import (AutoReducer, JLReducer, PCAReducer, Reducer, WhiteningReducer, make_reducer,
-                               pair_spearman)
+from embedkit.reducers import (
+    AutoReducer,
+    JLReducer,
+    PCAReducer,
+    Reducer,
+    WhiteningReducer,
+    make_reducer,
+    pair_spearman,
+)
 
 from .conftest import clustered_vectors
 

@@ -10,4 +10,4 @@ import from the submodules:
 * :mod:`embedkit.evaluation.report`    -- ``results.json``, ``report.md`` and ``report.html``.
 """
 
-PROTOCOLS = ("paper", "fit-train", "fit-valid")
+from ..constants import EVAL_PROTOCOLS as PROTOCOLS  # noqa: F401  (re-exported)

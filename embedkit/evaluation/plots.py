@@ -44,7 +44,7 @@ def plot_dimension(results: dict) -> bytes:
             ci = configs.index((m, p))
             xs = sorted(pts)
             label = f"{m} · {p} · {kind}"
-            style = dict(color=kind_color.get(kind, "C3"), marker=markers[ci % len(markers)])
+            style = {"color": kind_color.get(kind, "C3"), "marker": markers[ci % len(markers)]}
             if kind == "none":
                 ax.axhline(pts[xs[0]], ls=styles[ci % len(styles)], lw=1, color=style["color"])
                 ax.plot(xs, [pts[x] for x in xs], ls="none", label=label, **style)

@@ -145,18 +145,18 @@ def render_html(results: dict, published_rows: list[dict], plots: dict[str, byte
              "<title>embedkit STS evaluation</title>", f"<style>{_CSS}</style></head><body>",
              "<h1>embedkit STS evaluation</h1>",
              f"<p><b>Protocol {e(results['protocol'])}</b>: {e(PROTOCOL_TEXT[results['protocol']])}.</p>",
-             f"<p>Data <code>{e(s['data_dir'])}</code>; tasks {e(', '.join(s['tasks']))}; splits "
+             (f"<p>Data <code>{e(s['data_dir'])}</code>; tasks {e(', '.join(s['tasks']))}; splits "
              f"{e(', '.join(s['splits']))}{e(limit_note)}."
              " Metric: Spearman × 100 of cosine similarity against the label. Reducers fitted on: "
-             f"{e(fit_note(results))}.</p>"]
+             f"{e(fit_note(results))}.</p>")]
     for split in splits(results):
         h, rows = grid_table(results, split)
         parts += [f"<h2>Spearman × 100, {e(split)} split</h2>", _html_table(h, rows)]
     for title, (h, rows) in (("Reducer chosen by auto (on the valid split's labels)", auto_table(results)),
                              ("The auto grid: valid Spearman × 100 of every candidate (* = chosen)",
                               auto_grid_table(results)),
-                             ("Same / not the same (0/1 tasks; × 100; threshold and probability fitted on "
-                              "the calibration split)", classification_table(results))):
+                             (("Same / not the same (0/1 tasks; × 100; threshold and probability fitted on "
+                              "the calibration split)"), classification_table(results))):
         if rows:
             parts += [f"<h2>{e(title)}</h2>", _html_table(h, rows)]
     captions = {"dimension": "Spearman against output dimension, per task and reducer",
@@ -164,8 +164,8 @@ def render_html(results: dict, published_rows: list[dict], plots: dict[str, byte
                 "reliability": "Reliability of the calibrated probability (isotonic, 10 bins)"}
     for name, png in plots.items():
         parts += [f"<h2>{e(captions.get(name, name))}</h2>",
-                  f"<img alt='{e(captions.get(name, name))}' src='data:image/png;base64,"
-                  f"{base64.b64encode(png).decode('ascii')}'>"]
+                  (f"<img alt='{e(captions.get(name, name))}' src='data:image/png;base64,"
+                  f"{base64.b64encode(png).decode('ascii')}'>")]
     if published_rows:
         parts += ["<h2>Against published numbers (BERT-whitening paper, Chinese)</h2>",
                   _html_table(["model", "pooling", "reducer", "task", "ours", "published", "delta"],

@@ -141,6 +141,6 @@ def markdown_tables(results: dict) -> str:
         out += ["## Reducer chosen by auto (on the valid split's labels)", "", md_table(h, rows), ""]
     h, rows = classification_table(results)
     if rows:
-        out += ["## Same / not the same (0/1 tasks; × 100; threshold and probability fitted on the "
-                "calibration split)", "", md_table(h, rows), ""]
+        out += [("## Same / not the same (0/1 tasks; × 100; threshold and probability fitted on the "
+                "calibration split)"), "", md_table(h, rows), ""]
     return "\n".join(out)

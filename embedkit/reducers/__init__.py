@@ -19,6 +19,7 @@ spec                                   what
 
 from __future__ import annotations
 
+from ..constants import REDUCER_KINDS as KINDS
 from ..errors import InputError
 from .auto import NO_TUNING_PAIRS, AutoReducer, pair_spearman
 from .base import FORMAT, FORMAT_VERSION, Reducer, check_2d
@@ -40,7 +41,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "NO_TUNING_PAIRS", "AutoReducer"
            "whitening_kernel"]
 
 _CLASSES = {c.kind: c for c in (IdentityReducer, WhiteningReducer, PCAReducer, JLReducer, AutoReducer)}
-KINDS = tuple(_CLASSES)
+assert tuple(_CLASSES) == KINDS, (tuple(_CLASSES), KINDS)
 
 
 def _parse_params(spec: str, kind: str, text: str) -> dict:

@@ -151,7 +151,7 @@ class Reducer(TransformerMixin, BaseEstimator):
                 arrays = {k: z[k] for k in z.files}
         except FileNotFoundError:
             raise IndexFormatError(f"reducer file {npath} is missing") from None
-        except Exception as e:  # zipfile.BadZipFile, ValueError, ...
+        except Exception as e:  # noqa: BLE001  zipfile.BadZipFile, ValueError, EOFError, ...
             raise IndexFormatError(f"reducer file {npath} is corrupt: {e}") from None
         if sorted(arrays) != sorted(meta.get("arrays", [])):
             raise IndexFormatError(f"{npath} holds arrays {sorted(arrays)}, expected {meta.get('arrays')}")

@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import EmbedkitError, IndexFormatError, InputError
+from ..errors import EmbedkitError, IndexFormatError, InputError
+from ..filters import Filter
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ INSERT_BATCH = 1000
 QUERY_BATCH = 1024              # query vectors per search call (Milvus caps nq)
 CONNECT_TIMEOUT_S = float(os.environ.get("EMBEDKIT_MILVUS_TIMEOUT", "5"))
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")  # the same rule as the SQLite store's filters
 _REMOTE = ("http://", "https://", "tcp://", "grpc://", "unix://")
 
 
@@ -201,36 +201,11 @@ def _msg(e: Exception) -> str:
 # ------------------------------------------------------------------------------------------------
 # filters
 # ------------------------------------------------------------------------------------------------
-def _literal(field: str, value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InputError(f"filter value for {field!r} must be finite, got {value!r}")
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # double-quoted, \" and \\ escaped
-    raise InputError(f"filter value for {field!r} must be a string, number, boolean or null, "
-                     f"got {type(value).__name__}")
-
-
-def filter_expression(where: dict | None) -> str:
-    """``{"lang": "zh", "n": 3}`` → ``metadata["lang"] == "zh" and metadata["n"] == 3``.
-
-    ``None`` as a value matches a null *or missing* field (Milvus does not tell them apart)."""
-    if where is None:
-        return ""
-    if not isinstance(where, dict) or not where:
-        raise InputError(f"filter must be a non-empty object of field: value, got {where!r}")
-    clauses = []
-    for field, value in where.items():
-        if not isinstance(field, str) or not _FIELD.match(field):
-            raise InputError(f"filter field {field!r} must be a plain name (letters, digits, _ and -)")
-        ref = f'metadata["{field}"]'
-        clauses.append(f"{ref} is null" if value is None else f"{ref} == {_literal(field, value)}")
-    return " and ".join(clauses)
+def filter_expression(where) -> str:
+    """``{"lang": "zh", "n": 3}`` → ``metadata["lang"] == "zh" and metadata["n"] == 3`` (the rule of
+    :mod:`embedkit.filters`: ``None`` matches a null *or missing* field)."""
+    flt = Filter.parse(where)
+    return "" if flt is None else flt.to_milvus("metadata")
 
 
 def _quote_ids(ids) -> str:
@@ -325,7 +300,7 @@ class MilvusBackend:
     # -- mutation -----------------------------------------------------------------------------
     def add(self, vectors: np.ndarray, docs) -> None:
         """Insert documents (ids must be new: Milvus itself would keep duplicate primary keys)."""
-        from .backends import as_f32
+        from .faiss_backend import as_f32
 
         vectors = as_f32(vectors, self.dim, "document vectors")
         if len(docs) != vectors.shape[0]:
@@ -339,7 +314,8 @@ class MilvusBackend:
                                  f"backend stores at most {TEXT_MAX_BYTES}")
             rows.append({"id": d.id, "text": d.text, "metadata": d.metadata, "vector": v})
         for i in range(0, len(rows), INSERT_BATCH):
-            self._call("insert", self.client.insert, self.collection, rows[i:i + INSERT_BATCH])
+            # upsert: two replicas adding the same id at once leave one row, never two
+            self._call("upsert", self.client.upsert, self.collection, rows[i:i + INSERT_BATCH])
 
     def remove(self, ids) -> None:
         ids = [str(i) for i in ids]
@@ -400,13 +376,18 @@ class MilvusBackend:
     def search(self, q: np.ndarray, k: int, filter: dict | None = None):
         """Top-k per query row as lists of (score, id, text, metadata), best first (higher is better;
         for l2 the score is minus the squared distance, as in the FAISS backend)."""
-        from .backends import as_f32
+        from .faiss_backend import as_f32
 
         q = as_f32(q, self.dim, "queries")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise InputError(f"k must be a positive integer, got {k!r}")
         expr = filter_expression(filter)
         sp = {"metric_type": _milvus_metric(self.metric), "params": dict(self.params.get("search") or {})}
+        # k at or above the count returns every document (the one k rule): search exhaustively
+        if "nprobe" in sp["params"] and k > int(sp["params"]["nprobe"]) and k >= self.count():
+            sp["params"]["nprobe"] = int((self.params.get("build") or {}).get("nlist", sp["params"]["nprobe"]))
+        if "ef" in sp["params"]:
+            sp["params"]["ef"] = max(int(sp["params"]["ef"]), int(k))
         out = []
         for i in range(0, q.shape[0], QUERY_BATCH):
             res = self._call("search", self.client.search, self.collection, data=list(q[i:i + QUERY_BATCH]),
@@ -451,7 +432,7 @@ def _milvus_metric(metric: str) -> str:
 
 def _index_params(sub: str, n_train: int, params: dict) -> tuple[dict, dict]:
     """(build params, search params) for an index type, from defaults and user overrides."""
-    from .backends import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, nlist_for
+    from .faiss_backend import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, nlist_for
 
     known = {"flat": set(), "autoindex": set(), "ivf-flat": {"nlist", "nprobe"},
              "hnsw": {"M", "efConstruction", "efSearch", "ef"}}[sub]
