@@ -10,10 +10,11 @@ INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq")  # FAISS presets; a factory
 MILVUS_INDEX_TYPES = ("flat", "ivf-flat", "hnsw", "autoindex")
 METRICS = ("cosine", "ip", "l2")
 CORPUS_FORMATS = ("txt", "jsonl", "tsv")
-REDUCER_KINDS = ("none", "whitening", "pca", "jl")
+REDUCER_KINDS = ("none", "whitening", "pca", "jl", "auto")
 ENGINES = ("local", "ray")
-EVAL_PROTOCOLS = ("paper", "fit-train")
+EVAL_PROTOCOLS = ("paper", "fit-train", "fit-valid")
+TEXT_NORMALIZATIONS = ("none", "nfkc", "t2s", "s2t")  # query-path text normalisation (--normalize)
 
-REDUCE_HELP = "none | whitening:K | pca:K | jl:K | jl:auto"
+REDUCE_HELP = "none | whitening:K[:beta=B,gamma=G] | pca:K | jl:K | jl:auto | auto[:K]"
 INDEX_HELP = (f"{' | '.join(INDEX_TYPES)}, or a FAISS factory string (e.g. 'IVF256,PQ32'); "
               f"milvus[:{'|'.join(MILVUS_INDEX_TYPES)}] for a Milvus collection (see --milvus-uri).")
