@@ -91,7 +91,7 @@ def _as_token_lists(docs, what: str) -> list[list[str]]:
     if all(isinstance(d, str) for d in docs):
         return tokenize_many(docs)
     for i, d in enumerate(docs):
-        if isinstance(d, str) or not all(isinstance(t, str) for t in d):
+        if not isinstance(d, (list, tuple)) or not all(isinstance(t, str) for t in d):
             raise InputError(f"{what} {i} ({d!r:.40}): give all texts (str) or all token lists (list of str)")
     return [list(d) for d in docs]
 
