@@ -148,13 +148,12 @@ def run_retrieval_grid(data_dir, *, tasks=None, splits=("test",), model=None, re
                                      device=device)
         enc = encoders[mlen]
         desc = encoder_description(enc)
-        texts = {s: ps.unique_sentences()[0] for s, ps in pairsets.items()}
+        sets_here = {s: retrieval_set(ps, max_queries=max_queries) for s, ps in pairsets.items()}
+        # only what is retrieved or queried is encoded (one cache entry per split)
+        texts = {s: list(dict.fromkeys(rs.corpus + rs.queries)) for s, rs in sets_here.items()}
         vecs = dict(zip(texts, cache.get_many(enc, list(texts.values()), description=desc,
                                               batch_size=batch_size, show_progress_bar=progress)))
-        data = {}
-        for s, ps in pairsets.items():
-            rs = retrieval_set(ps, max_queries=max_queries if s in splits else None)
-            data[s] = _Split(rs, texts[s], vecs[s], depth, need_lex)
+        data = {s: _Split(rs, texts[s], vecs[s], depth, need_lex) for s, rs in sets_here.items()}
         weights = {}
         if need_tune:
             tune = data.get(tune_split)
