@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+from .constants import CORPUS_FORMATS as FORMATS
 from .errors import InputError
 
 log = logging.getLogger(__name__)
-FORMATS = ("txt", "jsonl", "tsv")
 
 
 @dataclass

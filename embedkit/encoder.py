@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import POOLINGS
 from .errors import InputError
 from .models import resolve_model
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("model", "cls", "pooler", "last-avg", "first-last-avg")
 BACKENDS = ("torch",)  # the ONNX Runtime path registers itself in embedkit.onnx_backend
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

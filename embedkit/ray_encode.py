@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import CORPUS_FORMATS as TEXT_FORMATS
 from .errors import EmbedkitError, InputError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ FORMAT = "embedkit-vectors"
 CONNECT_TIMEOUT_S = float(os.environ.get("EMBEDKIT_RAY_TIMEOUT", "10"))
 FAIL_ONCE_ENV = "EMBEDKIT_RAY_FAIL_ONCE"  # fault injection (tests): a flag file; the first actor to see
 #                                            it missing creates it and exits, killing its worker mid-job
-TEXT_FORMATS = ("txt", "jsonl", "tsv")
 LIGHT_TASK_CPUS = 0.25  # logical CPUs asked by the parse and write tasks
 ROWS_PER_BLOCK_IN_BATCHES = 4  # rows per block handed to an actor, in batches
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import REDUCER_KINDS as KINDS
 from .errors import IndexFormatError, InputError, NotFittedError
 from .fsutil import atomic_save_npz, atomic_write_json, read_json
 
 FORMAT = "embedkit-reducer"
 FORMAT_VERSION = 1
-KINDS = ("none", "whitening", "pca", "jl")
 RANK_TOL = 1e-10  # singular values below RANK_TOL * largest count as zero
 
 

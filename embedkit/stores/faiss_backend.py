@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexFormatError, InputError
+from ..errors import IndexFormatError, InputError
 
 INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq")
 METRICS = ("cosine", "ip", "l2")
@@ -27,27 +27,40 @@ HNSW_EF_SEARCH = 128  # 1M vectors: recall@10 0.970 (d=512) / 0.967 (d=256), ~21
 IVF_NPROBE = 16  # nlist 4000 at 1M: recall@10 0.983 (d=512) / 0.982 (d=256), ~150-190x faster than flat
 PQ_DIMS_PER_SUBQUANTIZER = 2  # ivf-pq: m = dim / 2 sub-quantizers of 8 bits -> dim/2 bytes per vector (8x smaller)
 TOMBSTONE_REBUILD_FRACTION = 0.25
+LOSSY = ("PQ", "SQ", "LSH", "RaBitQ")  # codes that do not give the vectors back exactly
 
 
-def nlist_for(n: int) -> int:
-    """IVF list count: about 4*sqrt(n), keeping at least 39 training vectors per list."""
-    if n < 1:
+def nlist_for(n_expected: int, n_train: int | None = None) -> int:
+    """IVF list count: about 4*sqrt(N) for the expected corpus size N, keeping at least 39 training
+    vectors per list (FAISS' own minimum) when ``n_train`` is given."""
+    if n_expected < 1:
         return 1
-    return int(max(1, min(round(4 * math.sqrt(n)), n // 39)))
+    n = round(4 * math.sqrt(n_expected))
+    if n_train is not None:
+        n = min(n, n_train // 39)
+    return int(max(1, n))
 
 
-def factory_for(kind: str, dim: int, n_train: int) -> str:
+def train_size_for(kind: str, n_expected: int) -> int:
+    """How many vectors an index type wants for training at this corpus size (0: no training)."""
+    if kind in ("ivf-flat", "ivf-pq"):
+        return min(n_expected, 39 * nlist_for(n_expected))
+    return 0
+
+
+def factory_for(kind: str, dim: int, n_train: int, nlist: int | None = None) -> str:
     """FAISS factory string for an index type name (a string that is not a name passes through)."""
+    nl = nlist if nlist is not None else nlist_for(n_train, n_train)
     if kind == "flat":
         return "IDMap2,Flat"
     if kind == "hnsw":
         return f"IDMap2,HNSW{HNSW_M},Flat"
     if kind == "ivf-flat":
-        return f"IVF{nlist_for(n_train)},Flat"
+        return f"IVF{nl},Flat"
     if kind == "ivf-pq":
         m = _pq_m(dim)
         nbits = 8 if n_train >= 256 * 4 else max(1, min(8, int(math.log2(max(2, n_train // 4)))))
-        return f"IVF{nlist_for(n_train)},PQ{m}x{nbits}"
+        return f"IVF{nl},PQ{m}x{nbits}"
     return kind
 
 
@@ -105,7 +118,9 @@ class FaissBackend:
         faiss = _faiss()
         if not isinstance(dim, int) or dim <= 0:
             raise InputError(f"dimension must be a positive integer, got {dim!r}")
-        factory = factory_for(kind, dim, n_train)
+        params = dict(params or {})
+        nlist = params.pop("nlist", None)
+        factory = factory_for(kind, dim, n_train, nlist)
         metric_type = _faiss_metric(metric)
         try:
             index = faiss.index_factory(dim, factory, metric_type)
@@ -122,7 +137,7 @@ class FaissBackend:
             inner.hnsw.efConstruction = int((params or {}).get("efConstruction", HNSW_EF_CONSTRUCTION))
             defaults = {"efSearch": HNSW_EF_SEARCH, "efConstruction": inner.hnsw.efConstruction}
         elif isinstance(inner, faiss.IndexIVF):
-            defaults = {"nprobe": min(IVF_NPROBE, inner.nlist)}
+            defaults = {"nprobe": min(IVF_NPROBE, inner.nlist), "nlist": int(inner.nlist)}
         defaults.update(params or {})
         return cls(index, kind if kind in INDEX_TYPES else "factory", factory, metric, dim, defaults)
 
@@ -178,43 +193,53 @@ class FaissBackend:
     def ntotal(self) -> int:
         return int(self.index.ntotal) - len(self.tombstones)
 
-    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               excluded: np.ndarray | None = None):
         """Top-k (scores, ids) for each query row; rows are lists without FAISS's -1 padding.
 
-        ``allowed``: if given, only these ids may be returned (metadata filters)."""
+        ``allowed``: if given, only these ids may be returned (metadata filters); ``excluded``: ids
+        that must not be returned (deletions recorded outside this index)."""
         faiss = _faiss()
         q = as_f32(q, self.dim, "queries")
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise InputError(f"k must be a positive integer, got {k!r}")
         keep = []  # selectors must outlive the search call
         sel = None
+        gone = np.fromiter(self.tombstones, dtype=np.int64)
+        if excluded is not None and len(excluded):
+            gone = np.concatenate([gone, np.asarray(excluded, dtype=np.int64)])
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=np.int64)
-            if self.tombstones:
-                allowed = allowed[~np.isin(allowed, np.fromiter(self.tombstones, dtype=np.int64))]
+            if gone.size:
+                allowed = allowed[~np.isin(allowed, gone)]
             if allowed.size == 0:
                 return [[] for _ in range(q.shape[0])]
             keep.append(np.ascontiguousarray(allowed))
             sel = faiss.IDSelectorBatch(keep[-1])
-        elif self.tombstones:
-            keep.append(np.fromiter(self.tombstones, dtype=np.int64))
+        elif gone.size:
+            keep.append(np.ascontiguousarray(gone))
             keep.append(faiss.IDSelectorBatch(keep[-1]))
             sel = faiss.IDSelectorNot(keep[-1])
         keep.append(sel)
-        params = self._search_params(sel)
         k_eff = int(min(k, max(1, self.index.ntotal)))
+        params = self._search_params(sel, k_eff)
         D, I = self.index.search(q, k_eff, params=params)
         if self.metric == "l2":
             D = -D  # higher is better everywhere: score = -squared L2 distance
         return [[(float(d), int(i)) for d, i in zip(drow, irow) if i != -1] for drow, irow in zip(D, I)]
 
-    def _search_params(self, sel):
+    def _search_params(self, sel, k: int):
+        """Search parameters; a k that asks for (nearly) everything searches exhaustively, so every
+        index type returns min(k, count) hits."""
         faiss = _faiss()
         inner = _inner(self.index)
+        everything = k >= self.ntotal
         if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(efSearch=int(self.params.get("efSearch", HNSW_EF_SEARCH)), sel=sel)
+            ef = max(int(self.params.get("efSearch", HNSW_EF_SEARCH)), k)
+            return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
         if isinstance(inner, faiss.IndexIVF):
-            return faiss.SearchParametersIVF(nprobe=int(self.params.get("nprobe", IVF_NPROBE)), sel=sel)
+            nprobe = inner.nlist if everything else int(self.params.get("nprobe", IVF_NPROBE))
+            return faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
     def copy(self) -> "FaissBackend":
@@ -223,6 +248,22 @@ class FaissBackend:
         index = faiss.deserialize_index(faiss.serialize_index(self.index))
         return FaissBackend(index, self.kind, self.factory, self.metric, self.dim, self.params,
                             np.fromiter(self.tombstones, dtype=np.int64))
+
+    def reconstructor(self):
+        """A function iids -> float32 vectors reading back what FAISS stores (exact codes only)."""
+        faiss = _faiss()
+        index = faiss.downcast_index(self.index)
+        if any(tag in self.factory for tag in LOSSY):
+            raise InputError(f"cannot read exact vectors back from FAISS index {self.factory!r} (lossy codes)")
+        if isinstance(index, faiss.IndexIDMap2):
+            return lambda iids: np.stack([index.reconstruct(int(i)) for i in iids]).astype(np.float32) \
+                if len(iids) else np.zeros((0, self.dim), np.float32)
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()
+            return lambda iids: np.stack([index.reconstruct(int(i)) for i in iids]).astype(np.float32) \
+                if len(iids) else np.zeros((0, self.dim), np.float32)
+        raise InputError(f"cannot read vectors back from FAISS index {self.factory!r}; it is not an IDMap2 or IVF "
+                         "index")
 
     # -- persistence --------------------------------------------------------------------------
     def describe(self) -> dict:

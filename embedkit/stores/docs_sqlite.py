@@ -5,14 +5,14 @@ The internal id is what FAISS holds; callers only ever see the string ids."""
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexFormatError, InputError
+from ..errors import IndexFormatError, InputError
+from ..filters import Filter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -22,19 +22,22 @@ CREATE TABLE IF NOT EXISTS docs (
     metadata TEXT
 );
 """
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 class DocStore:
     FILE = "docs.sqlite"
 
-    def __init__(self, path: str | Path, create: bool = False):
+    def __init__(self, path: str | Path, create: bool = False, readonly: bool = False):
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise IndexFormatError(f"document store {self.path} is missing")
         try:
-            self.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=DELETE")
+            if readonly:  # a committed generation's file: immutable, shared by hard links
+                uri = f"file:{self.path.resolve()}?mode=ro&immutable=1"
+                self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            else:
+                self.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+                self.conn.execute("PRAGMA journal_mode=DELETE")
             if create:
                 self.conn.executescript(SCHEMA)
             self.conn.execute("SELECT count(*) FROM docs").fetchone()
@@ -46,12 +49,21 @@ class DocStore:
         self.conn.close()
 
     def copy_to(self, path: str | Path) -> "DocStore":
-        """A consistent copy (SQLite backup API) opened at ``path``."""
+        """A consistent, writable copy (SQLite backup API) opened at ``path``."""
         dst = sqlite3.connect(str(path))
         with self._lock:
             self.conn.backup(dst)
         dst.close()
         return DocStore(path)
+
+    def sync(self) -> None:
+        """Make the file durable (the generation directory is fsynced and renamed afterwards)."""
+        with self._lock:
+            self.conn.close()
+        with open(self.path, "rb+") as f:
+            import os
+
+            os.fsync(f.fileno())
 
     # -- writes -------------------------------------------------------------------------------
     def add(self, iids: np.ndarray, docs) -> None:
@@ -120,33 +132,27 @@ class DocStore:
             r = self.conn.execute("SELECT id, text, metadata FROM docs WHERE id = ?", (doc_id,)).fetchone()
         return None if r is None else (r[0], r[1], json.loads(r[2]) if r[2] else None)
 
-    def filter_iids(self, where: dict) -> np.ndarray:
-        """Internal ids of documents whose metadata equals every ``{field: value}`` in ``where``."""
-        if not isinstance(where, dict) or not where:
-            raise InputError(f"filter must be a non-empty object of field: value, got {where!r}")
-        clauses, args = [], []
-        for field, value in where.items():
-            if not isinstance(field, str) or not _FIELD.match(field):
-                raise InputError(f"filter field {field!r} must be a plain name (letters, digits, _ and -)")
-            path = f'$."{field}"'
-            if value is None:
-                clauses.append("json_type(metadata, ?) = 'null'")
-                args.append(path)
-            elif isinstance(value, bool):
-                clauses.append("json_type(metadata, ?) = ?")
-                args += [path, "true" if value else "false"]
-            elif isinstance(value, (str, int, float)):
-                clauses.append("json_extract(metadata, ?) = ?")
-                args += [path, value]
-            else:
-                raise InputError(f"filter value for {field!r} must be a string, number, boolean or null, "
-                                 f"got {type(value).__name__}")
-        q = "SELECT iid FROM docs WHERE metadata IS NOT NULL AND " + " AND ".join(clauses)
+    def filter_iids(self, where) -> np.ndarray:
+        """Internal ids of documents whose metadata matches ``where`` (a Filter or a mapping)."""
+        clause, args = Filter.parse(where).to_sql("metadata")
         with self._lock:
-            return np.fromiter((r[0] for r in self.conn.execute(q, args)), dtype=np.int64)
+            return np.fromiter((r[0] for r in self.conn.execute(f"SELECT iid FROM docs WHERE {clause}", args)),
+                               dtype=np.int64)
 
     def iter_all(self, batch: int = 1000):
+        """(iid, id, text, metadata) in iid order, read ``batch`` rows at a time."""
+        last = -1
+        while True:
+            with self._lock:
+                rows = self.conn.execute("SELECT iid, id, text, metadata FROM docs WHERE iid > ? ORDER BY iid LIMIT ?",
+                                         (last, batch)).fetchall()
+            if not rows:
+                return
+            for iid, did, text, meta in rows:
+                yield int(iid), did, text, (json.loads(meta) if meta else None)
+            last = int(rows[-1][0])
+
+    def id_iid(self, doc_id: str) -> int | None:
         with self._lock:
-            rows = self.conn.execute("SELECT iid, id, text, metadata FROM docs ORDER BY iid").fetchall()
-        for iid, did, text, meta in rows:
-            yield int(iid), did, text, (json.loads(meta) if meta else None)
+            r = self.conn.execute("SELECT iid FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return None if r is None else int(r[0])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
 import click
 
-log = logging.getLogger("api")
+from ..constants import DEFAULT_RUNTIME, RUNTIMES
+
+SERVICE = "api"  # the service package (its modules settings and app; its logger): the one place it is named
+
+
+def _service(module: str):
+    """``SERVICE.<module>``, imported when the command runs (``settings`` is light, ``app`` loads FastAPI)."""
+    return importlib.import_module(f"{SERVICE}.{module}")
 
 
 @click.command()
@@ -34,25 +42,18 @@ log = logging.getLogger("api")
               help="OpenMP threads per FAISS search (concurrent requests search in parallel anyway).")
 @click.option("--worker-threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads for searches and index writes (the encoder has its own).")
-@click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True)
+@click.option("--backend", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, max_queue, max_texts, max_chars,
-          max_top_k, max_body_bytes, search_threads, worker_threads, backend, device, model_name, access_log):
+def serve(index_dir: Path, access_log: bool, **options):
     """Serve the index in INDEX_DIR: /search, /encode, /v1/embeddings, /documents, /health, /info,
     /metrics, a search page at / and API docs at /docs."""
-    from embedkit.errors import EmbedkitError
-    from embedkit.index import current_generation, read_manifest
+    from ..errors import EmbedkitError
+    from ..index import current_generation, read_manifest
 
-    from .settings import Settings
-
-    settings = Settings(index_dir=index_dir, host=host, port=port, api_key=api_key, batching=batching,
-                        max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_queue=max_queue, max_texts=max_texts,
-                        max_chars=max_chars, max_top_k=max_top_k, max_body_bytes=max_body_bytes, backend=backend,
-                        device=device, model_name=model_name, search_threads=search_threads,
-                        worker_threads=worker_threads)
+    settings = _service("settings").Settings(index_dir=index_dir, **options)  # every other option is a setting
     # Cheap checks first, so a wrong path fails in a second with one clear line.
     try:
         read_manifest(current_generation(index_dir))
@@ -61,11 +62,9 @@ def serve(index_dir, host, port, api_key, batching, max_batch, batch_wait_ms, ma
 
     import uvicorn
 
-    from .app import create_app
-
-    app = create_app(settings)
-    level = logging.getLogger("api").getEffectiveLevel()
-    config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=access_log,
+    app = _service("app").create_app(settings)
+    level = logging.getLogger(SERVICE).getEffectiveLevel()
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", access_log=access_log,
                             log_level="warning" if level >= logging.WARNING else "info", server_header=False,
                             timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)

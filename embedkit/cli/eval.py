@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from ..constants import EVAL_PROTOCOLS, POOLINGS
+
 log = logging.getLogger("embedkit.evaluation")
 
 DEFAULT_REDUCERS = "none,whitening:256,pca:256,jl:256"
@@ -21,7 +23,7 @@ def _default_data_dir() -> str:
     env = os.environ.get("EMBEDKIT_STS_DATA")
     if env:
         return env
-    here = Path(__file__).resolve().parents[2]  # the checkout root for an editable install
+    here = Path(__file__).resolve().parents[2]  # the checkout root for an editable install (embedkit/cli/..)
     for cand in (Path.cwd().parent / "shared" / "data" / "sts-zh", here.parent / "shared" / "data" / "sts-zh"):
         if cand.is_dir():
             return str(cand)
@@ -50,11 +52,11 @@ def _int_list(value: str | None, what: str) -> list[int]:
 @click.option("--models", default=None, metavar="M1,M2",
               help="Model directories or hub ids [default: the default encoder, m3e-small].")
 @click.option("--poolings", default="model", show_default=True, metavar="P1,P2",
-              help="Poolings: model, cls, pooler, last-avg, first-last-avg.")
+              help=f"Poolings: {', '.join(POOLINGS)}.")
 @click.option("--reducers", default=DEFAULT_REDUCERS, show_default=True, metavar="R1,R2",
               help="Reducers: none, whitening[:k], pca[:k], jl:k (a kind without k is expanded over --dims).")
 @click.option("--dims", default=None, metavar="K1,K2", help="Dimensions for reducers given without one.")
-@click.option("--protocol", type=click.Choice(["paper", "fit-train"]), default="paper", show_default=True,
+@click.option("--protocol", type=click.Choice(EVAL_PROTOCOLS), default="paper", show_default=True,
               help="paper: fit on the evaluated splits (BERT-whitening's chn/eval.py); fit-train: fit on train.")
 @click.option("--split", "splits", default=None, metavar="S1,S2",
               help="Splits to score: train, valid, test [default: all for paper, test for fit-train].")
@@ -83,8 +85,8 @@ def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, splits
       embedkit eval --tasks STS-B,LCQMC --models ../shared/models/m3e-small \\
           --reducers none,whitening:256 --split test -o reports/eval
     """
-    from .evaluator import run_grid
-    from .report import grid_table, write_report
+    from ..evaluation.evaluator import run_grid
+    from ..evaluation.report import grid_table, write_report
 
     t0 = time.perf_counter()
     if progress is None:

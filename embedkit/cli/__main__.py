@@ -1,0 +1,5 @@
+"""``python -m embedkit.cli``: the same as the ``embedkit`` console script."""
+
+from . import main
+
+main()

@@ -1,0 +1,212 @@
+"""``embedkit index``: build, add, delete, info and migrate index directories.
+
+Heavy libraries (torch, faiss, pymilvus, ray) are imported inside the command bodies, never at module level."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ..constants import INDEX_HELP, METRICS, REDUCE_HELP
+from .options import (
+    CorpusSpec,
+    EncoderSpec,
+    EngineSpec,
+    MilvusSpec,
+    backend_option,
+    corpus_options,
+    encoder_options,
+    engine_options,
+    grouped,
+    milvus_options,
+)
+
+log = logging.getLogger("embedkit")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What ``index build`` builds: reducer, index type, metric and the streaming/fitting knobs."""
+
+    reduce: str = "none"
+    index_type: str = "flat"
+    metric: str = "cosine"
+    ef_search: int | None = None
+    nprobe: int | None = None
+    chunk_size: int = 4096
+    fit_sample: int = 50000
+    overwrite: bool = False
+
+    @property
+    def milvus(self) -> bool:
+        return self.index_type == "milvus" or self.index_type.startswith("milvus:")
+
+    def index_params(self) -> dict:
+        return {k: v for k, v in (("efSearch", self.ef_search), ("nprobe", self.nprobe)) if v is not None}
+
+    def build_kwargs(self, index_params: dict) -> dict:
+        """Keywords of ``EmbedIndex.build`` (and of the Ray build, which forwards them)."""
+        return {"reduce": self.reduce, "index": self.index_type, "metric": self.metric, "index_params": index_params,
+                "chunk_size": self.chunk_size, "fit_sample": self.fit_sample, "overwrite": self.overwrite}
+
+
+build_options = grouped(
+    BuildSpec, "build",
+    click.option("--reduce", default="none", show_default=True,
+                 help=f"{REDUCE_HELP} (fitted on the first --fit-sample docs)."),
+    click.option("--index", "index_type", default="flat", show_default=True, help=INDEX_HELP),
+    click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True),
+    click.option("--ef-search", type=click.IntRange(min=1), default=None, help="hnsw: efSearch (default tuned)."),
+    click.option("--nprobe", type=click.IntRange(min=1), default=None, help="ivf-*: nprobe (default tuned)."),
+    click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
+                 help="Documents encoded and added per streaming step (bounds memory)."),
+    click.option("--fit-sample", type=click.IntRange(min=2), default=50000, show_default=True,
+                 help="Documents the reducer and IVF quantizer are fitted on."),
+    click.option("--overwrite", is_flag=True, help="Replace an existing index at OUTPUT."),
+)
+
+
+@click.group()
+def index():
+    """Build, extend, shrink and inspect index directories."""
+
+
+@index.command("build")
+@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Index directory to create (e.g. indexes/my-index).")
+@build_options
+@corpus_options
+@encoder_options
+@engine_options
+@milvus_options
+def index_build(corpus: Path, output: Path, *, build: BuildSpec, corpus_spec: CorpusSpec, encoder: EncoderSpec,
+                engine: EngineSpec, milvus: MilvusSpec):
+    """Build an index directory from CORPUS."""
+    from ..corpus import CorpusStats
+    from ..index import EmbedIndex
+    from ..reducers import make_reducer
+
+    make_reducer(build.reduce)  # validate before loading the model
+    params = build.index_params()
+    if build.milvus:
+        params = milvus.params(params)
+        from ..milvus_backend import preflight
+
+        preflight(build.index_type, output, params)  # an unreachable server fails before the model loads
+    elif milvus.given:
+        raise click.BadParameter("--milvus-uri/--milvus-collection need --index milvus[:TYPE]",
+                                 param_hint="--milvus-uri")
+    if engine.ray:
+        return _build_ray(corpus, output, build.build_kwargs(params), corpus_spec=corpus_spec, encoder=encoder,
+                          engine=engine)
+    stats = CorpusStats()
+    idx = EmbedIndex.build(output, corpus_spec.iter(corpus, stats), encoder=encoder.make(),
+                           **build.build_kwargs(params))
+    log.info(stats.summary())
+    click.echo(json.dumps(_summary(idx), ensure_ascii=False))
+
+
+def _build_ray(corpus: Path, output: Path, build_kwargs: dict, *, corpus_spec: CorpusSpec, encoder: EncoderSpec,
+               engine: EngineSpec) -> None:
+    """``embedkit index build --engine ray``: vectors on Ray, streamed from the shards into the index."""
+    from ..ray_encode import build_index_with_ray
+
+    m = build_index_with_ray(corpus, output, address=engine.address, num_workers=engine.num_workers,
+                             batch_size=encoder.batch_size, model=encoder.model, pooling=encoder.pooling,
+                             max_length=encoder.max_length, device=encoder.device,
+                             corpus_kwargs=corpus_spec.kwargs(), **build_kwargs)
+    click.echo(json.dumps({"index": str(output), "count": m["count"], "dim": m["dim"],
+                           "reducer": m["reducer"]["spec"], "factory": m["index"]["factory"],
+                           "metric": m["metric"], "engine": "ray"}, ensure_ascii=False))
+
+
+@index.command("migrate")
+@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_type", default="milvus", show_default=True,
+              help="milvus | milvus:ivf-flat | milvus:hnsw | milvus:autoindex")
+@milvus_options
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at DST (and its collection).")
+def migrate_cmd(src: Path, dst: Path, index_type: str, overwrite: bool, *, milvus: MilvusSpec):
+    """Copy the FAISS index SRC into a new Milvus-backed index directory DST.
+
+    Model, reducer and metric are kept; vectors are read back from FAISS (flat, HNSW, IVF-flat) or
+    re-encoded from the stored texts (PQ/SQ codes are lossy)."""
+    from ..milvus_backend import is_milvus_kind
+    from ..milvus_index import migrate
+
+    if not is_milvus_kind(index_type):
+        raise click.BadParameter(f"{index_type!r} is not a Milvus index type", param_hint="--index")
+    idx = migrate(src, dst, index=index_type, index_params=milvus.params(), overwrite=overwrite)
+    m = idx.manifest
+    click.echo(json.dumps({"index": str(dst), "count": m["count"], "collection": m["index"]["collection"],
+                           "uri": m["index"]["uri"], "factory": m["index"]["factory"],
+                           "vectors": m["migrated_from"]["vectors"]}, ensure_ascii=False))
+
+
+@index.command("add")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@corpus_options
+@backend_option()
+@click.option("--device", default=None)
+def index_add(directory: Path, corpus: Path, backend: str, device: str | None, *, corpus_spec: CorpusSpec):
+    """Add the documents of CORPUS to the index in DIRECTORY (ids must be new)."""
+    from ..corpus import CorpusStats
+    from ..index import EmbedIndex
+
+    stats = CorpusStats()
+    idx = EmbedIndex.load(directory, backend=backend, device=device)
+    n = idx.add(corpus_spec.iter(corpus, stats))
+    log.info("%s; added %d", stats.summary(), n)
+    click.echo(json.dumps(dict(_summary(idx), added=n), ensure_ascii=False))
+
+
+@index.command("delete")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("ids", nargs=-1, required=True)
+def index_delete(directory: Path, ids: tuple[str, ...]):
+    """Delete documents by id (all or nothing: an unknown id deletes none)."""
+    from ..index import EmbedIndex
+
+    idx = EmbedIndex.load(directory, encoder=_NoEncoder.for_index(directory))
+    n = idx.delete(ids)
+    click.echo(json.dumps(dict(_summary(idx), deleted=n), ensure_ascii=False))
+
+
+@index.command("info")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def index_info(directory: Path):
+    """Print an index's manifest (model, pooling, reducer, metric, FAISS factory, count...) as JSON."""
+    from ..index import current_generation, dir_size, read_manifest
+
+    gen = current_generation(Path(directory))
+    info = dict(read_manifest(gen), directory=str(directory), generation=gen.name, size_bytes=dir_size(gen))
+    click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+
+
+def _summary(idx) -> dict:
+    m = idx.manifest
+    return {"index": str(idx.directory), "count": m["count"], "dim": m["dim"], "reducer": m["reducer"]["spec"],
+            "factory": m["index"]["factory"], "metric": m["metric"], "size_bytes": idx.info()["size_bytes"]}
+
+
+class _NoEncoder:
+    """Stands in for the encoder where a command needs no encoding (delete): skips loading the model."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    @classmethod
+    def for_index(cls, directory):
+        from ..index import current_generation, read_manifest
+
+        return cls(read_manifest(current_generation(Path(directory)))["encoder"])
+
+    def describe(self):
+        return dict(self.cfg)
