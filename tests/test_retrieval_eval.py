@@ -159,3 +159,21 @@ def test_grid_bad_input(tmp_path):
         run_retrieval_grid(STS, tasks=["STS-B"], depth=5)
     with pytest.raises(InputError, match="does not exist"):
         run_retrieval_grid(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_cli_eval_retrieval(tmp_path):
+    from click.testing import CliRunner
+
+    from embedkit.cli import cli
+
+    args = ["-q", "eval", "--retrieval", "--data", str(STS), "--tasks", "STS-B", "--limit", "80",
+            "--models", str(M3E), "--reducers", "none", "--index", "flat", "--mode", "dense,lexical,rrf",
+            "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--no-plots"]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "MRR@10" in r.stdout and "| STS-B | none | flat | dense |" in r.stdout
+    res = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert {row["mode"] for row in res["rows"]} == {"dense", "lexical", "rrf"}
+    bad = CliRunner().invoke(cli, args[:-7] + ["--mode", "sparse"], catch_exceptions=False)
+    assert bad.exit_code == 1 and "mode 'sparse'" in bad.stderr

@@ -148,7 +148,7 @@ def exact_search(docs: np.ndarray, queries: np.ndarray, k: int, *, block: int = 
 def resolve_factory(index_type: str, dim: int, n: int) -> str:
     """An index name (flat, hnsw, ivf-flat, ... as ``embedkit index build`` knows them) or a FAISS
     factory string -> a factory string without the id map."""
-    from ..backends import factory_for
+    from ..stores.faiss_backend import factory_for
 
     f = factory_for(index_type, dim, n)
     return f.removeprefix("IDMap2,")
@@ -159,7 +159,7 @@ def build_faiss(index_type: str, vectors: np.ndarray, *, metric: str = "ip"):
     with embedkit's default search parameters (HNSW efSearch, IVF nprobe)."""
     import faiss
 
-    from ..backends import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, IVF_NPROBE
+    from ..stores.faiss_backend import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, IVF_NPROBE
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     factory = resolve_factory(index_type, x.shape[1], x.shape[0])
