@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
-ORDER = ("encode", "search", "demo", "build_memory", "serve", "eval_overhead", "ray")  # known benchmarks first, in this order; others after, by file name
+ORDER = ("encode", "search", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval", "lexical")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -256,9 +256,40 @@ def render_ray(res: dict) -> list[str]:
             "*Command:* `python scripts/bench_ray.py`"]
 
 
+def render_retrieval(res: dict) -> list[str]:
+    caps = []
+    if res.get("max_queries"):
+        caps.append(f"first {res['max_queries']} queries per split")
+    if res.get("pair_limit"):
+        caps.append("first " + ", ".join(f"{n:,} pairs of {t}" for t, n in res["pair_limit"].items()))
+    rows = []
+    for task, t in res["table"].items():
+        rows.append([task, f"{t['dense']:.2f}", f"{t['lexical']:.2f}", f"{t['rrf']:.2f}", f"{t['weighted:0.7']:.2f}",
+                     f"{t['weighted:0.9']:.2f}", f"{t['hybrid_tuned']:.2f} (w {t['tuned_weight']:.1f})",
+                     f"{t['n_queries']:,} / {t['n_corpus']:,}"])
+    checks = "; ".join(f"{c['task']} {c['what']} {c['delta']:+.2f} ({'met' if c['met'] else 'missed'})"
+                       for c in res["checks"])
+    return ["### Hybrid retrieval (dense, BM25, fusion)", "",
+            f"{res['what']}{' (' + '; '.join(caps) + ')' if caps else ''}.", "",
+            *_table(["task", "dense", "BM25", "RRF", "weighted 0.7", "weighted 0.9", "weighted, tuned on valid",
+                     "queries / corpus"], rows), "",
+            f"Targets: {checks}. *Command:* `{res['command']}`"]
+
+
+def render_lexical(res: dict) -> list[str]:
+    rows = [[f"{r['n_docs']:,}", _num(r["fit_s"]), _num(r["refresh_s"]), _num(r["add_refresh_s"]),
+             _num(r["delete_refresh_s"]), _num(r["save_s"]), _num(r["load_s"]), f"{r['disk_bytes'] / 2**20:.0f}",
+             f"{r['query_p50_ms']:.2f}"] for r in res["rows"]]
+    return ["### BM25 lexical index (build, re-index, load)", "",
+            f"{res['source']}; tokenizer {res['tokenizer']} ({res['tokenize_sentences_per_s']:,} sentences/s).", "",
+            *_table(["documents", "fit s", "re-index s", "add 1% + re-index s", "delete 1% + re-index s", "save s",
+                     "load s", "disk MiB", "query p50 ms"], rows), "",
+            f"{res['note']}. *Command:* `python scripts/bench_lexical.py`"]
+
+
 RENDERERS = {"encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
-             "ray": render_ray}
+             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical}
 
 
 # -- assembly --------------------------------------------------------------------------------------
