@@ -15,7 +15,7 @@ from embedkit.index import EmbedIndex
 from embedkit.stores.milvus_client import MilvusError, check_uri, filter_expression
 from embedkit.stores.migrate import migrate
 
-from .conftest import DEMO_CORPUS, M3E, FakeEncoder
+from .conftest import DEMO_CORPUS, FakeEncoder
 
 
 def main(argv):
