@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 from ..fsutil import atomic_write_bytes
-from .report import _CSS, _JS, _html_table, _md_table, _png, fmt, jsonable
+from .plots import _png
+from .report import _CSS, _JS, _html_table
+from .tables import fmt, jsonable
+from .tables import md_table as _md_table
 
 HEADER = ["task", "reducer", "index", "mode", "w", "MRR@10", "R@1", "R@10", "nDCG@10", "bytes/vec",
           "ANN R@10", "p50 ms"]
