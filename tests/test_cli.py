@@ -88,9 +88,16 @@ def test_encode_through_index_query_path(index_dir, tmp_path):
     assert np.load(tmp_path / "v.npy").shape == (1, 256)
 
 
+def test_k_above_the_count_returns_every_document(index_dir):
+    """The one k rule (library, CLI, API): a k above the count returns every document, ranked."""
+    r = run("search", index_dir, "查询", "-k", "1000", "--json")
+    hits = json.loads(r.stdout.splitlines()[0])["hits"]
+    assert len(hits) == 361 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
 @pytest.mark.parametrize("args,msg", [
     (["search", "{idx}", "查询", "-k", "0"], "k must be a positive integer, got 0"),
-    (["search", "{idx}", "查询", "-k", "1000"], "k=1000 is larger than the number of documents in the index (361)"),
+    (["search", "{idx}", "查询", "-k", "-3"], "k must be a positive integer, got -3"),
     (["search", "{idx}", "   "], "query '   ' is empty"),
     (["search", "{tmp}/missing", "查询"], "does not exist"),
     (["index", "delete", "{idx}", "no-such-id"], "'no-such-id' is not in the index"),

@@ -159,7 +159,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
         raise
     log.info("built %s: %d documents, %s, %s, dim %d, %.1fs", directory, n, qp.reducer.spec,
              desc.get("factory"), manifest["dim"], manifest["build_seconds"])
-    from .core import _open_store
+    from .opening import _open_store
 
     return cls(directory, manifest, qp, _open_store(directory, gen, manifest), gen, key)
 

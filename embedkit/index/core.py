@@ -30,9 +30,9 @@ from ..corpus import Doc, chunked
 from ..errors import IndexFormatError, InputError
 from ..filters import Filter
 from ..reducers import Reducer
-from ..stores import store_class
 from . import directory as dirs
 from .manifest import now, read_manifest, write_manifest
+from .opening import _open_store
 
 log = logging.getLogger(__name__)
 
@@ -352,14 +352,6 @@ class EmbedIndex:
         from .check import check_index
 
         return check_index(self)
-
-
-def _open_store(directory: Path, gen: Path, manifest: dict, previous=None):
-    desc = manifest["index"]
-    cls = store_class(desc.get("backend", "faiss"))
-    prev = previous if previous is not None and previous.__class__ is cls else None
-    return cls.open(directory, gen, desc, manifest["dim"], manifest["metric"], expected_count=manifest["count"],
-                    previous=prev)
 
 
 def ids_to_delete(ids: Iterable) -> list[str]:
