@@ -6,7 +6,9 @@ POOLINGS = ("model", "cls", "pooler", "last-avg", "first-last-avg")
 # encoder runtimes (--backend); their classes are in embedkit.runtimes (a lazy name -> "module:Class" map)
 RUNTIMES = ("torch", "onnx", "onnx-int8", "onnx-int8-static", "openvino", "openvino-int8")
 DEFAULT_RUNTIME = "torch"
-INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq")  # FAISS presets; a factory string is accepted too
+# FAISS presets (a factory string is accepted too); int8 = SQ8 codes, binary = Hamming codes + exact rescoring
+BINARY_INDEX_TYPES = ("binary", "binary-hnsw")
+INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq", "int8", "hnsw-int8", *BINARY_INDEX_TYPES)
 MILVUS_INDEX_TYPES = ("flat", "ivf-flat", "hnsw", "autoindex")
 METRICS = ("cosine", "ip", "l2")
 CORPUS_FORMATS = ("txt", "jsonl", "tsv")
@@ -16,5 +18,7 @@ EVAL_PROTOCOLS = ("paper", "fit-train", "fit-valid")
 TEXT_NORMALIZATIONS = ("none", "nfkc", "t2s", "s2t")  # query-path text normalisation (--normalize)
 
 REDUCE_HELP = "none | whitening:K[:beta=B,gamma=G] | pca:K | jl:K | jl:auto | auto[:K]"
-INDEX_HELP = (f"{' | '.join(INDEX_TYPES)}, or a FAISS factory string (e.g. 'IVF256,PQ32'); "
+INDEX_HELP = (f"{' | '.join(INDEX_TYPES)} (int8: 1 byte per dimension, FAISS SQ8; binary: 1 bit per dimension "
+              "in RAM, the top k x 10 rescored exactly from vectors memory-mapped on disk), "
+              "or a FAISS factory string (e.g. 'IVF256,PQ32'); "
               f"milvus[:{'|'.join(MILVUS_INDEX_TYPES)}] for a Milvus collection (see --milvus-uri).")

@@ -12,7 +12,11 @@ from embedkit.index import EmbedIndex
 
 from .conftest import FakeEncoder, clustered_vectors
 
-BACKENDS = ["flat", "hnsw", "ivf-flat", "ivf-pq"]
+BACKENDS = ["flat", "hnsw", "ivf-flat", "ivf-pq", "int8", "hnsw-int8", "binary", "binary-hnsw"]
+# recall@10 floors against exact numpy on this data (flat is exact: 1.0). binary: 64 bits per vector
+# on 64-d data, the Hamming top 100 rescored exactly (issue 12 floor 0.85).
+RECALL_FLOOR = {"flat": 1.0, "hnsw": 0.9, "ivf-flat": 0.9, "ivf-pq": 0.9, "int8": 0.9, "hnsw-int8": 0.9,
+                "binary": 0.85, "binary-hnsw": 0.85}
 N, DIM, NQ, K = 3000, 64, 100, 10
 
 
@@ -71,10 +75,7 @@ def test_recall_at_10_against_exact_numpy(built, data):
     truth = exact_top_k(x, queries, K)
     got = _ids(idx.search_vectors(_normalize(queries), K))
     recall = np.mean([len({f"doc-{j}" for j in t} & set(g)) / K for t, g in zip(truth, got)])
-    if kind == "flat":
-        assert recall == 1.0
-    else:
-        assert recall >= 0.9, f"{kind} recall@10 = {recall:.3f}"
+    assert recall >= RECALL_FLOOR[kind], f"{kind} recall@10 = {recall:.3f}"
     assert all(len(row) == K for row in got)
 
 
@@ -212,4 +213,5 @@ def test_segments_then_compaction_give_the_same_results(built, data, tmp_path):
         np.testing.assert_allclose([[h.score for h in r] for r in before], [[h.score for h in r] for r in after],
                                    rtol=1e-5, atol=1e-6)
     else:
-        assert recall(before) >= 0.9 and recall(after) >= 0.9, (recall(before), recall(after))
+        floor = RECALL_FLOOR[kind]
+        assert recall(before) >= floor and recall(after) >= floor, (recall(before), recall(after))

@@ -1,5 +1,10 @@
-"""FAISS index backends, chosen by name (``flat``, ``hnsw``, ``ivf-flat``, ``ivf-pq``) or by a raw
-FAISS factory string.
+"""FAISS index backends, chosen by name (``flat``, ``hnsw``, ``ivf-flat``, ``ivf-pq``, ``int8``,
+``hnsw-int8``, ``binary``, ``binary-hnsw``) or by a raw FAISS factory string.
+
+``int8`` / ``hnsw-int8`` are FAISS scalar quantisation (``SQ8``: one byte per dimension, each
+dimension's range learned at training). ``binary`` / ``binary-hnsw`` are binary codes with exact
+rescoring from memory-mapped vectors, in :mod:`embedkit.stores.binary_backend` (``create`` and
+``load`` dispatch there by name).
 
 Every backend takes and returns float32 contiguous arrays and int64 ids chosen by the caller; FAISS's
 ``-1`` padding never leaves this module.  Deletion uses ``remove_ids`` where the index supports it;
@@ -17,7 +22,9 @@ import numpy as np
 
 from ..errors import IndexFormatError, InputError
 
-INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq")
+from ..constants import BINARY_INDEX_TYPES as BINARY_TYPES
+from ..constants import INDEX_TYPES
+
 METRICS = ("cosine", "ip", "l2")
 
 # Defaults measured by scripts/bench_search.py (see README "Performance").
@@ -55,6 +62,10 @@ def factory_for(kind: str, dim: int, n_train: int, nlist: int | None = None) -> 
         return "IDMap2,Flat"
     if kind == "hnsw":
         return f"IDMap2,HNSW{HNSW_M},Flat"
+    if kind == "int8":  # IDMap, not IDMap2: lossy codes are never read back by id, and IDMap2's reverse
+        return "IDMap,SQ8"  # hash map would cost ~50 bytes per vector of RAM beside the 1 byte per dimension
+    if kind == "hnsw-int8":
+        return f"IDMap,HNSW{HNSW_M}_SQ8"
     if kind == "ivf-flat":
         return f"IVF{nl},Flat"
     if kind == "ivf-pq":
@@ -116,6 +127,10 @@ class FaissBackend:
     def create(cls, kind: str, dim: int, metric: str = "cosine", n_train: int = 0,
                params: dict | None = None) -> "FaissBackend":
         faiss = _faiss()
+        if kind in BINARY_TYPES:
+            from .binary_backend import BinaryBackend
+
+            return BinaryBackend.create(kind, dim, metric, n_train, params)
         if not isinstance(dim, int) or dim <= 0:
             raise InputError(f"dimension must be a positive integer, got {dim!r}")
         params = dict(params or {})
@@ -185,6 +200,9 @@ class FaissBackend:
         keep = ~np.isin(ids, np.fromiter(self.tombstones, dtype=np.int64))
         fresh = FaissBackend.create(self.kind if self.kind in INDEX_TYPES else self.factory,
                                     self.dim, self.metric, int(keep.sum()), self.params)
+        if fresh.needs_training:  # keep the trained quantizer (SQ8): decoded codes encode back to themselves
+            fresh.index = faiss.clone_index(self.index)
+            fresh.index.reset()
         fresh.add(vecs[keep], ids[keep])
         self.index, self.tombstones = fresh.index, set()
 
@@ -270,6 +288,12 @@ class FaissBackend:
         return {"backend": self.backend, "type": self.kind, "factory": self.factory,
                 "params": self.params, "ntotal": int(self.index.ntotal), "tombstones": len(self.tombstones)}
 
+    def bytes_per_vector(self, directory) -> dict:
+        """Per vector: code bytes (closed form) and the saved index's bytes, all of which FAISS holds in
+        RAM (codes plus ids, graph links or inverted lists) and on disk."""
+        files = (self.FILE, self.TOMBSTONES)
+        return per_vector(directory, int(self.index.ntotal), code_size(self.index), ram=files, disk=files)
+
     def save(self, directory: str | os.PathLike) -> None:
         """Write into ``directory`` (a fresh generation directory: no rename dance needed per file)."""
         faiss = _faiss()
@@ -283,6 +307,10 @@ class FaissBackend:
     def load(cls, directory: str | os.PathLike, desc: dict, metric: str, dim: int) -> "FaissBackend":
         faiss = _faiss()
         directory = Path(directory)
+        if desc.get("type") in BINARY_TYPES:
+            from .binary_backend import BinaryBackend
+
+            return BinaryBackend.load(directory, desc, metric, dim)
         path = directory / cls.FILE
         if not path.is_file():
             raise IndexFormatError(f"FAISS file {path} is missing")
@@ -314,3 +342,24 @@ def _supports_ids(index) -> bool:
     faiss = _faiss()
     index = faiss.downcast_index(index)
     return isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexIVF))
+
+
+def code_size(index) -> int:
+    """Bytes of one vector's code in a FAISS index (4·d flat, d for SQ8, m·nbits/8 for PQ)."""
+    faiss = _faiss()
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner = faiss.downcast_index(inner.storage)
+    return int(inner.sa_code_size())
+
+
+def per_vector(directory, n: int, code: int, *, ram, disk) -> dict:
+    """``{"code", "ram", "disk"}`` bytes per vector: ``ram`` / ``disk`` are the sizes of those files of
+    a saved base in ``directory`` divided by its ``n`` vectors."""
+    directory = Path(directory)
+
+    def size(names):
+        return sum((directory / f).stat().st_size for f in names if (directory / f).is_file())
+
+    n = max(1, int(n))
+    return {"code": int(code), "ram": round(size(ram) / n, 2), "disk": round(size(disk) / n, 2)}

@@ -61,7 +61,7 @@ class FaissBuilder:
     def finish(self) -> dict:
         self.docs.sync()
         self.be.save(self.tmp)
-        return _describe(self.be, base_count=self.be.ntotal, trained_on=self.trained_on, segments=(),
+        return _describe(self.be, self.tmp, base_count=self.be.ntotal, trained_on=self.trained_on, segments=(),
                          base_id=uuid.uuid4().hex)
 
     def abort(self) -> None:
@@ -71,10 +71,12 @@ class FaissBuilder:
             pass
 
 
-def _describe(be: FaissBackend, *, base_count: int, trained_on: int, segments, base_id: str) -> dict:
+def _describe(be: FaissBackend, directory: Path, *, base_count: int, trained_on: int, segments,
+              base_id: str) -> dict:
+    """The base's manifest entry; ``directory`` holds the base just saved (for its bytes per vector)."""
     d = be.describe()
     d.update(base_count=int(base_count), trained_on=int(trained_on), base_id=base_id,
-             segments=[s.describe() for s in segments])
+             segments=[s.describe() for s in segments], bytes_per_vector=be.bytes_per_vector(directory))
     inner_nlist = d.get("params", {}).get("nlist")
     if inner_nlist is None:
         nl = _nlist(be)
@@ -88,7 +90,7 @@ def _nlist(be: FaissBackend):
 
     try:
         ivf = faiss.extract_index_ivf(be.index)
-    except RuntimeError:
+    except (RuntimeError, TypeError):  # not IVF (TypeError: a binary index)
         return None
     return int(ivf.nlist)
 
@@ -300,7 +302,7 @@ class FaissStore:
             raise IndexFormatError(f"internal error: compaction gives {n} documents but {be.ntotal} vectors")
         docs.sync()
         be.save(commit)
-        desc = _describe(be, base_count=n, trained_on=int(self.desc.get("trained_on", 0)), segments=(),
+        desc = _describe(be, commit, base_count=n, trained_on=int(self.desc.get("trained_on", 0)), segments=(),
                          base_id=uuid.uuid4().hex)
         return FaissStore(be=be, docs=DocStore(commit / DocStore.FILE, readonly=True), desc=desc, segments=(),
                           metric=self.metric, dim=self.dim)
@@ -319,7 +321,7 @@ class FaissStore:
             all_iids.add(iid)
             seen[did] = iid
         if len(all_iids) != self.be.ntotal:
-            problems.append(f"{generation / FaissBackend.FILE}: FAISS holds {self.be.ntotal} vectors, "
+            problems.append(f"{generation / type(self.be).FILE}: FAISS holds {self.be.ntotal} vectors, "
                             f"{generation / DocStore.FILE} holds {len(all_iids)} documents")
         for s in self.segments:
             path = generation / s.name
