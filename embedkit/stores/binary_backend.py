@@ -1,7 +1,9 @@
 """Binary codes with exact rescoring (index types ``binary`` and ``binary-hnsw``).
 
-Each vector becomes one bit per dimension (1 where it lies above that dimension's median over the
-training sample, so every bit splits the data in half); a FAISS binary index (``BFlat`` or
+Each vector is rotated by a fixed random orthogonal matrix (which spreads the variance evenly over
+the dimensions: after a PCA reducer the leading dimensions hold most of it, and equal-weight Hamming
+bits then waste the trailing ones) and becomes one bit per dimension, 1 where it lies above that
+dimension's median over the training sample (every bit splits the data in half); a FAISS binary index (``BFlat`` or
 ``BHNSW32``, Hamming distance) finds a shortlist of ``k × rescore`` rows, and the shortlist is
 rescored exactly against the full-precision vectors, which stay on disk: a float32 ``.npy`` in the
 generation directory opened with ``np.load(mmap_mode="r")``. Only the codes and the row → internal
@@ -12,7 +14,7 @@ Files of a base (written by a build or a compaction, never changed afterwards)::
     binary.faissb     the FAISS binary index; its labels are row numbers
     vectors.npy       float32, rows × dim, memory-mapped
     rows.npy          int64, the internal id of each row
-    thresholds.npy    float32, dim: the per-dimension binarisation thresholds
+    binarize.npz      float32 ``rotation`` (dim × dim) and ``thresholds`` (dim): how vectors become bits
 
 Same method set as :class:`~embedkit.stores.faiss_backend.FaissBackend`, which dispatches here by
 name. Vectors added before :meth:`save` go to an unnamed temporary file (a million-vector build does
@@ -51,16 +53,17 @@ class BinaryBackend:
     FILE = "binary.faissb"
     VECTORS = "vectors.npy"
     ROWS = "rows.npy"
-    THRESHOLDS = "thresholds.npy"
-    FILES = (FILE, VECTORS, ROWS, THRESHOLDS)
+    BINARIZE = "binarize.npz"
+    FILES = (FILE, VECTORS, ROWS, BINARIZE)
+    SEED = 0  # of the random rotation (stored, so a generation never depends on the RNG again)
 
-    def __init__(self, kind: str, metric: str, dim: int, params: dict, index, thresholds, vectors, iids,
+    def __init__(self, kind: str, metric: str, dim: int, params: dict, index, binarize, vectors, iids,
                  ident: tuple | None = None):
         self.kind, self.metric, self.dim = kind, metric, dim
         self.factory = binary_factory(kind)
         self.params = dict(params)
         self.index = index                  # FAISS binary index over rows [0, _indexed)
-        self.thresholds = thresholds        # float32 (dim,) or None until trained
+        self.binarize = binarize            # (rotation, thresholds) or None until trained
         self.vectors = vectors              # memory-mapped float32 rows (or an empty array)
         self.iids = np.ascontiguousarray(iids, dtype=np.int64)  # internal id of every row
         self.ident = ident                  # (device, inode) of the vectors file mapped, once saved
@@ -102,18 +105,21 @@ class BinaryBackend:
 
     @property
     def needs_training(self) -> bool:
-        return self.thresholds is None
+        return self.binarize is None
 
     def train(self, x: np.ndarray) -> None:
         x = as_f32(x, self.dim)
         if x.shape[0] == 0:
             raise InputError("no vectors to train the binary index on")
-        if self.thresholds is None:
-            self.thresholds = np.median(x, axis=0).astype(np.float32)
+        if self.binarize is None:
+            g = np.random.default_rng(self.SEED).standard_normal((self.dim, self.dim))
+            rotation = np.linalg.qr(g)[0].astype(np.float32)
+            self.binarize = (rotation, np.median(x @ rotation, axis=0).astype(np.float32))
 
     def codes(self, x: np.ndarray) -> np.ndarray:
-        """One bit per dimension, packed: 1 where the value is above the dimension's threshold."""
-        return np.packbits(np.asarray(x, np.float32) > self.thresholds, axis=1)
+        """One bit per dimension, packed: 1 where the rotated value is above the dimension's median."""
+        rotation, thresholds = self.binarize
+        return np.packbits(np.asarray(x, np.float32) @ rotation > thresholds, axis=1)
 
     # -- mutation -----------------------------------------------------------------------------
     def add(self, x: np.ndarray, ids: np.ndarray) -> None:
@@ -121,7 +127,7 @@ class BinaryBackend:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if ids.shape != (x.shape[0],):
             raise InputError(f"got {x.shape[0]} vectors but {ids.shape[0]} ids")
-        if self.thresholds is None:
+        if self.binarize is None:
             raise InputError(f"index {self.kind!r} must be trained before adding vectors")
         if self._spill is None:
             self._spill = tempfile.TemporaryFile(prefix="embedkit-binary-")
@@ -235,7 +241,7 @@ class BinaryBackend:
         """An independent copy (the mapped vectors file is shared: it never changes)."""
         faiss = _faiss()
         index = faiss.deserialize_index_binary(faiss.serialize_index_binary(self.index))
-        other = BinaryBackend(self.kind, self.metric, self.dim, self.params, index, self.thresholds,
+        other = BinaryBackend(self.kind, self.metric, self.dim, self.params, index, self.binarize,
                               self.vectors, self.iids.copy(), self.ident)
         other.dead = set(self.dead)
         other._indexed = self._indexed
@@ -260,11 +266,12 @@ class BinaryBackend:
                 "ntotal": int(self.index.ntotal), "tombstones": 0}
 
     def bytes_per_vector(self, directory) -> dict:
-        """Per vector: code bytes (closed form), bytes held in RAM (codes + row ids), bytes on disk."""
+        """Per vector: code bytes (closed form), bytes held in RAM (codes + row ids) and on disk (those
+        + the float32 vectors); the fixed-size rotation and thresholds are not per vector."""
         from .faiss_backend import per_vector
 
-        return per_vector(directory, self.ntotal, code_size(self.dim),
-                          ram=(self.FILE, self.ROWS, self.THRESHOLDS), disk=self.FILES)
+        return per_vector(directory, self.ntotal, code_size(self.dim), ram=(self.FILE, self.ROWS),
+                          disk=(self.FILE, self.ROWS, self.VECTORS))
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write a base into ``directory`` (a commit directory: linked files are unlinked, never written
@@ -296,7 +303,9 @@ class BinaryBackend:
         self._catch_up()
         faiss.write_index_binary(self.index, str(directory / self.FILE))
         np.save(directory / self.ROWS, iids, allow_pickle=False)
-        np.save(directory / self.THRESHOLDS, self.thresholds, allow_pickle=False)
+        rotation, thresholds = self.binarize
+        with open(directory / self.BINARIZE, "wb") as f:
+            np.savez(f, rotation=rotation, thresholds=thresholds)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, desc: dict, metric: str, dim: int) -> "BinaryBackend":
@@ -311,22 +320,25 @@ class BinaryBackend:
             raise IndexFormatError(f"binary index file {directory / cls.FILE} is corrupt or unreadable: "
                                    f"{str(e).splitlines()[0][:200]}") from None
         arrays = {}
-        for name in (cls.VECTORS, cls.ROWS, cls.THRESHOLDS):
+        for name in (cls.VECTORS, cls.ROWS, cls.BINARIZE):
             try:
                 arrays[name] = np.load(directory / name, mmap_mode="r" if name == cls.VECTORS else None,
                                        allow_pickle=False)
-            except (OSError, ValueError) as e:
+                if name == cls.BINARIZE:
+                    with arrays[name] as z:
+                        arrays[name] = (z["rotation"], z["thresholds"])
+            except (OSError, ValueError, KeyError) as e:
                 raise IndexFormatError(f"binary index file {directory / name} is corrupt: {str(e)[:200]}") from None
-        vectors, iids, thr = arrays[cls.VECTORS], arrays[cls.ROWS], arrays[cls.THRESHOLDS]
+        vectors, iids, (rot, thr) = arrays[cls.VECTORS], arrays[cls.ROWS], arrays[cls.BINARIZE]
         n = int(index.ntotal)
         if vectors.dtype != np.float32 or vectors.shape != (n, dim) or iids.shape != (n,) or thr.shape != (dim,) \
-                or index.code_size != code_size(dim):
+                or rot.shape != (dim, dim) or index.code_size != code_size(dim):
             raise IndexFormatError(f"binary index in {directory} is inconsistent: {n} codes of {index.code_size} "
                                    f"bytes, vectors {vectors.shape} {vectors.dtype}, {iids.shape[0]} row ids, "
-                                   f"{thr.shape[0]} thresholds; manifest dimension {dim}")
+                                   f"rotation {rot.shape}, {thr.shape[0]} thresholds; manifest dimension {dim}")
         kind = desc.get("type", "binary")
-        be = cls(kind, metric, dim, desc.get("params") or {}, index, thr.astype(np.float32), vectors, iids,
-                 _ident(directory / cls.VECTORS))
+        be = cls(kind, metric, dim, desc.get("params") or {}, index,
+                 (rot.astype(np.float32), thr.astype(np.float32)), vectors, iids, _ident(directory / cls.VECTORS))
         if kind == "binary-hnsw":
             index.hnsw.efSearch = int(be.params.get("efSearch", HNSW_EF_SEARCH))
         return be
