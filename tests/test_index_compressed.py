@@ -210,3 +210,24 @@ def test_binary_bad_files_and_parameters(tmp_path, data):
         EmbedIndex.load(d, encoder=enc)
     shutil.copy(tmp_path / "keep", gen / "binary.faissb")
     assert len(EmbedIndex.load(d, encoder=enc)) == N
+
+
+def test_retrieval_eval_builds_the_compressed_types():
+    """``embedkit eval --retrieval --index int8,binary,...`` builds them as the index store does."""
+    from embedkit.evaluation.retrieval import build_faiss, exact_search, index_bytes_per_vector, index_code_bytes
+
+    x = _normalize(clustered_vectors(N + 50, DIM, seed=7))
+    docs, qs = x[:N], x[N:]
+    _, truth = exact_search(docs, qs, K)
+    for kind, factory, code in [("int8", "SQ8", DIM), ("hnsw-int8", "HNSW32_SQ8", DIM), ("binary", "binary", DIM // 8),
+                                ("binary-hnsw", "binary-hnsw", DIM // 8)]:
+        index, f = build_faiss(kind, docs)
+        assert f == factory and index.ntotal == N and index_code_bytes(index) == code
+        assert code < index_bytes_per_vector(index) < code + 8 + 2 * 32 * 4 + 64
+        D, I = index.search(qs, K)
+        assert D.shape == I.shape == (len(qs), K) and (I >= 0).all()
+        assert np.all(np.diff(D, axis=1) <= 1e-6)
+        recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(truth, I)])
+        assert recall >= (0.9 if "int8" in kind else 0.85), (kind, recall)
+        if kind.startswith("binary"):  # rescored: the scores are the exact inner products
+            np.testing.assert_allclose(D, np.take_along_axis(qs @ docs.T, I, axis=1), rtol=1e-5, atol=1e-6)

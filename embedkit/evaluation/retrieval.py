@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..constants import BINARY_INDEX_TYPES
 from ..errors import InputError
 from .data import PairSet
 
@@ -151,17 +152,20 @@ def resolve_factory(index_type: str, dim: int, n: int) -> str:
     from ..stores.faiss_backend import factory_for
 
     f = factory_for(index_type, dim, n)
-    return f.removeprefix("IDMap2,")
+    return f.removeprefix("IDMap2,").removeprefix("IDMap,")
 
 
 def build_faiss(index_type: str, vectors: np.ndarray, *, metric: str = "ip"):
     """A FAISS index over ``vectors`` (rows = corpus positions), trained on them if it needs it,
-    with embedkit's default search parameters (HNSW efSearch, IVF nprobe)."""
+    with embedkit's default search parameters (HNSW efSearch, IVF nprobe); the binary types come
+    as a :class:`BackendIndex` (the index store's own binary backend)."""
     import faiss
 
     from ..stores.faiss_backend import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, IVF_NPROBE
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if index_type in BINARY_INDEX_TYPES:
+        return BackendIndex.build(index_type, x, metric), index_type
     factory = resolve_factory(index_type, x.shape[1], x.shape[0])
     mt = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     try:
@@ -183,10 +187,54 @@ def build_faiss(index_type: str, vectors: np.ndarray, *, metric: str = "ip"):
 
 
 def index_bytes_per_vector(index) -> float:
-    """Serialised size of the index divided by its vector count (codes plus graph / lists / overhead)."""
+    """Serialised size of the index divided by its vector count (codes plus graph / lists / overhead);
+    for a :class:`BackendIndex`, the bytes it holds in RAM per vector."""
     import faiss
 
+    if isinstance(index, BackendIndex):
+        return float(index.bytes["ram"])
     return float(faiss.serialize_index(index).size) / max(1, index.ntotal)
+
+
+def index_code_bytes(index) -> int:
+    """Bytes of one vector's code (4·d float, d int8, d/8 binary, m PQ)."""
+    from ..stores.faiss_backend import code_size
+
+    return int(index.bytes["code"]) if isinstance(index, BackendIndex) else code_size(index)
+
+
+class BackendIndex:
+    """An index store backend (binary codes + exact rescoring) behind FAISS's ``search(q, k) -> (D, I)``,
+    built the way ``embedkit index build`` builds it: trained, saved to disk and memory-mapped."""
+
+    def __init__(self, be, bytes_per_vector: dict):
+        self.be, self.bytes = be, bytes_per_vector
+
+    @classmethod
+    def build(cls, index_type: str, x: np.ndarray, metric: str = "ip") -> "BackendIndex":
+        import tempfile
+
+        from ..stores.faiss_backend import FaissBackend
+
+        be = FaissBackend.create(index_type, x.shape[1], "l2" if metric == "l2" else "ip", x.shape[0])
+        be.train(x)
+        be.add(x, np.arange(x.shape[0], dtype=np.int64))
+        with tempfile.TemporaryDirectory(prefix="embedkit-eval-") as tmp:
+            be.save(tmp)  # the vectors stay memory-mapped after the directory goes
+            return cls(be, be.bytes_per_vector(tmp))
+
+    @property
+    def ntotal(self) -> int:
+        return self.be.ntotal
+
+    def search(self, q: np.ndarray, k: int):
+        rows = self.be.search(np.atleast_2d(q), int(k))
+        D = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        I = np.full((len(rows), k), -1, dtype=np.int64)
+        for r, row in enumerate(rows):
+            for j, (s, i) in enumerate(row):
+                D[r, j], I[r, j] = s, i
+        return D, I
 
 
 def query_latency_p50(search_one, queries: np.ndarray, *, n: int = 200) -> float:

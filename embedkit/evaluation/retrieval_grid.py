@@ -33,6 +33,7 @@ from .retrieval import (
     build_faiss,
     exact_search,
     index_bytes_per_vector,
+    index_code_bytes,
     ir_metrics,
     retrieval_set,
 )
@@ -232,6 +233,7 @@ def _score_split(sp: _Split, reducer_specs, index_types, modes, weights, depth, 
 
             ann = float(knn_intersection_measure(I[:, :10], I_exact))
             cell.update({"index": itype, "factory": factory, "bytes_per_vector": round(index_bytes_per_vector(index), 2),
+                         "code_bytes": index_code_bytes(index),
                          "recall_vs_exact@10": round(ann, 5), "build_s": round(build_s, 3)})
 
             def dense_one(q, index=index):
