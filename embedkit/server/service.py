@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -270,9 +271,7 @@ class Service:
 
 def _limit_faiss_threads(n: int) -> None:
     """Thread initializer: OpenMP settings are per thread, so each pool thread sets its own."""
-    try:
-        import faiss
+    import faiss
 
+    with contextlib.suppress(AttributeError):  # pragma: no cover - FAISS without OpenMP
         faiss.omp_set_num_threads(n)
-    except Exception:  # pragma: no cover - FAISS without OpenMP
-        pass
