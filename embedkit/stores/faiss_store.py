@@ -24,7 +24,7 @@ from ..errors import IndexFormatError, InputError
 from ..filters import Filter
 from .docs_sqlite import DocStore
 from .faiss_backend import FaissBackend, as_f32, nlist_for
-from .segments import SEGMENT, Segment, exact_top_k, new_segment_name, read_segment, write_segment
+from .segments import SEGMENT, Segment, new_segment_name, read_segment, write_segment
 
 
 def _fresh(path: Path) -> Path:
@@ -126,6 +126,7 @@ class FaissStore:
             self._seg_live = np.zeros(0, bool)
         self._base_deleted = self.deleted[~np.isin(self.deleted, self._seg_iids)] if self.deleted.size \
             else self.deleted
+        self._seg_flat = None  # FAISS flat index over the segment rows, built on first search
         self._count = int(desc["base_count"]) - int(self._base_deleted.size) + len(self._seg_docs)
 
     # -- creation / opening ----------------------------------------------------------------------
@@ -220,19 +221,33 @@ class FaissStore:
         return out
 
     def _search_segments(self, q: np.ndarray, k: int, flt: Filter | None) -> list[list[tuple]]:
+        """Exact search over the delta segments (a FAISS flat index over their rows, built once per
+        snapshot; deleted and filtered-out rows excluded by a selector)."""
         if not self._seg_docs:
             return [[] for _ in range(q.shape[0])]
         mask = self._seg_live
         if flt is not None:
             mask = mask & np.fromiter((i in self._seg_docs and flt.matches(self._seg_docs[i][2])
                                        for i in self._seg_iids.tolist()), dtype=bool, count=len(self._seg_iids))
-        if not mask.any():
+        n_ok = int(mask.sum())
+        if n_ok == 0:
             return [[] for _ in range(q.shape[0])]
-        scores, rows = exact_top_k(q, self._seg_vecs, min(k, int(mask.sum())), self.metric, mask)
+        import faiss
+
+        if self._seg_flat is None:
+            flat = faiss.IndexFlatL2(self.dim) if self.metric == "l2" else faiss.IndexFlatIP(self.dim)
+            flat.add(self._seg_vecs)
+            self._seg_flat = flat
+        params, keep = None, None
+        if n_ok < mask.shape[0]:
+            keep = np.flatnonzero(mask).astype(np.int64)
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(keep))
+        scores, rows = self._seg_flat.search(q, min(k, n_ok), params=params)
+        if self.metric == "l2":
+            scores = -scores
         out = []
         for srow, rrow in zip(scores, rows):
-            out.append([(float(s), *self._seg_docs[int(self._seg_iids[r])]) for s, r in zip(srow, rrow)
-                        if np.isfinite(s)])
+            out.append([(float(sc), *self._seg_docs[int(self._seg_iids[r])]) for sc, r in zip(srow, rrow) if r >= 0])
         return out
 
     def iterate(self, *, with_vectors: bool = False, batch: int = 1000):  # noqa: C901
