@@ -9,6 +9,7 @@ DEFAULT_RUNTIME = "torch"
 INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq")  # FAISS presets; a factory string is accepted too
 MILVUS_INDEX_TYPES = ("flat", "ivf-flat", "hnsw", "autoindex")
 METRICS = ("cosine", "ip", "l2")
+SEARCH_MODES = ("dense", "lexical", "hybrid")  # dense vectors, Chinese BM25, or both fused
 CORPUS_FORMATS = ("txt", "jsonl", "tsv")
 REDUCER_KINDS = ("none", "whitening", "pca", "jl", "auto")
 ENGINES = ("local", "ray")

@@ -41,6 +41,8 @@ class BuildSpec:
     fit_sample: int = 50000
     overwrite: bool = False
     expected_size: int | None = None
+    lexical: bool = False
+    tune_pairs: Path | None = None
 
     @property
     def milvus(self) -> bool:
@@ -51,8 +53,11 @@ class BuildSpec:
 
     def build_kwargs(self, index_params: dict) -> dict:
         """Keywords of ``EmbedIndex.build`` (and of the Ray build, which forwards them)."""
-        return {"reduce": self.reduce, "index": self.index_type, "metric": self.metric, "index_params": index_params,
-                "chunk_size": self.chunk_size, "fit_sample": self.fit_sample, "overwrite": self.overwrite}
+        out = {"reduce": self.reduce, "index": self.index_type, "metric": self.metric, "index_params": index_params,
+               "chunk_size": self.chunk_size, "fit_sample": self.fit_sample, "overwrite": self.overwrite}
+        if self.lexical:
+            out.update(lexical=True, tune_pairs=self.tune_pairs)
+        return out
 
 
 build_options = grouped(
@@ -70,6 +75,10 @@ build_options = grouped(
     click.option("--overwrite", is_flag=True, help="Replace an existing index at OUTPUT."),
     click.option("--expected-size", type=click.IntRange(min=1), default=None,
                  help="ivf-*: corpus size the lists are sized for (default: the corpus file's line count)."),
+    click.option("--lexical", is_flag=True,
+                 help="Also index Chinese words (BM25) for --mode lexical|hybrid search."),
+    click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Labelled pairs (sentence1<TAB>sentence2<TAB>label) the hybrid fusion weight is tuned on."),
 )
 
 
@@ -204,6 +213,21 @@ def index_compact(directory: Path):
     done = idx.compact()
     click.echo(json.dumps(dict(_summary(idx), compacted=done, segments_folded=before if done else 0),
                           ensure_ascii=False))
+
+
+@index.command("lexical")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Labelled pairs (sentence1<TAB>sentence2<TAB>label) the hybrid fusion weight is tuned on.")
+@backend_option()
+@click.option("--device", default=None)
+def index_lexical(directory: Path, tune_pairs: Path | None, backend: str, device: str | None):
+    """Add the lexical (Chinese BM25) part to an index, or re-tune its hybrid fusion weight."""
+    from ..index import EmbedIndex
+
+    idx = EmbedIndex.load(directory, backend=backend, device=device)
+    idx.add_lexical(tune_pairs=tune_pairs)
+    click.echo(json.dumps(dict(_summary(idx), lexical=True, fusion=idx.manifest.get("fusion")), ensure_ascii=False))
 
 
 @index.command("check")

@@ -161,16 +161,27 @@ class EmbedIndex:
         larger than the number of documents returns every document (ranked)."""
         return check_k(k)
 
-    def search(self, queries, k: int = 10, *, filter: dict | None = None,
-               min_score: float | None = None) -> list[list[Hit]]:
-        """Top-k hits for a query string or a list of them (a list of hit lists, one per query)."""
+    def search(self, queries, k: int = 10, *, filter: dict | None = None, min_score: float | None = None,
+               mode: str = "dense") -> list[list[Hit]]:
+        """Top-k hits for a query string or a list of them (a list of hit lists, one per query).
+
+        ``mode``: ``dense`` (vectors), ``lexical`` (BM25) or ``hybrid`` (both, fused as the manifest's
+        ``fusion`` says); lexical and hybrid need the index's lexical part."""
+        from . import hybrid
+
         qs = [queries] if isinstance(queries, str) else list(queries)
         for i, q in enumerate(qs):
             if not isinstance(q, str) or not q.strip():
                 raise InputError(f"query {i} is {q!r}; queries must be non-empty strings")
         check_k(k)
+        hybrid.check_mode(mode)
         flt = Filter.parse(filter)
-        return self.search_vectors(self.embed(qs), k, filter=flt, min_score=min_score)
+        if mode == "dense":
+            return self.search_vectors(self.embed(qs), k, filter=flt, min_score=min_score)
+        self.refresh()
+        rows = hybrid.lexical_hits(self, qs, k, flt) if mode == "lexical" \
+            else hybrid.hybrid_hits(self, qs, self.embed(qs), k, flt)
+        return [[Hit(i, t, s, m) for s, i, t, m in row if min_score is None or s >= min_score] for row in rows]
 
     def search_vectors(self, vectors: np.ndarray, k: int, *, filter=None,
                        min_score: float | None = None) -> list[list[Hit]]:
@@ -339,13 +350,35 @@ class EmbedIndex:
         if self.auto_compact and store.needs_compaction(COMPACT_SEGMENTS, COMPACT_FRACTION):
             self._compact_locked()
 
-    def _publish(self, tmp: Path, store, *, next_iid: int) -> None:
+    def _publish(self, tmp: Path, store, *, next_iid: int, **extra) -> None:
         manifest = dict(self.manifest, index=store.describe(), count=store.count(), next_iid=next_iid,
-                        updated_at=now())
+                        updated_at=now(), **extra)
         write_manifest(tmp, manifest)
         gen = dirs.publish(self.directory, tmp)
         key = dirs.current_key(self.directory)
         self._state = (manifest, store, gen, key)
+
+    def add_lexical(self, *, tune_pairs=None) -> None:
+        """Add the lexical (BM25) part, compacting first, and set the hybrid fusion weight (tuned on
+        ``tune_pairs``, a labelled pairs file, when given). Also re-tunes an index that has one."""
+        from . import hybrid
+
+        if not self.store.LOCAL:
+            raise InputError("lexical and hybrid search need a FAISS-backed index; this one lives in "
+                             f"{self.manifest['index'].get('backend')}")
+        fusion = hybrid.tune_fusion(self.query_path, tune_pairs) if tune_pairs else None
+        with self._lock, dirs.writer_lock(self.directory):
+            self._reload_locked(None)
+            self._compact_locked()
+            tmp = dirs.new_tmp(self.directory)
+            try:
+                dirs.link_files(self.generation, tmp)
+                store = self.store if self.store.lexical is not None else self.store.with_lexical(tmp)
+                fusion = fusion or self.manifest.get("fusion") or hybrid.default_fusion()
+                self._publish(tmp, store, next_iid=int(self.manifest["next_iid"]), fusion=fusion)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
 
     def check(self) -> list[str]:
         """Verify ids, counts and files across base, segments and deletions; a list of problems."""
