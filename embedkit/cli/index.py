@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import INDEX_HELP, METRICS, REDUCE_HELP
+from ..constants import INDEX_HELP, METRICS, REDUCE_HELP, TEXT_NORMALIZATIONS
 from .options import (
     CorpusSpec,
     EncoderSpec,
@@ -43,6 +43,7 @@ class BuildSpec:
     expected_size: int | None = None
     lexical: bool = False
     tune_pairs: Path | None = None
+    normalize: str = "none"
 
     @property
     def milvus(self) -> bool:
@@ -57,6 +58,8 @@ class BuildSpec:
                "chunk_size": self.chunk_size, "fit_sample": self.fit_sample, "overwrite": self.overwrite}
         if self.lexical:
             out.update(lexical=True, tune_pairs=self.tune_pairs)
+        if self.normalize != "none":
+            out["normalize"] = self.normalize
         return out
 
 
@@ -75,6 +78,9 @@ build_options = grouped(
     click.option("--overwrite", is_flag=True, help="Replace an existing index at OUTPUT."),
     click.option("--expected-size", type=click.IntRange(min=1), default=None,
                  help="ivf-*: corpus size the lists are sized for (default: the corpus file's line count)."),
+    click.option("--normalize", type=click.Choice(TEXT_NORMALIZATIONS), default="none", show_default=True,
+                 help="Text stage of the query path (documents and queries): nfkc = full-width to half-width + "
+                      "case folding; t2s / s2t = Traditional <-> Simplified Chinese (OpenCC)."),
     click.option("--lexical", is_flag=True,
                  help="Also index Chinese words (BM25) for --mode lexical|hybrid search."),
     click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -113,6 +119,9 @@ def index_build(corpus: Path, output: Path, *, build: BuildSpec, corpus_spec: Co
     elif milvus.given:
         raise click.BadParameter("--milvus-uri/--milvus-collection need --index milvus[:TYPE]",
                                  param_hint="--milvus-uri")
+    if engine.ray and build.normalize != "none":
+        raise click.BadParameter("--engine ray encodes raw texts; build with --engine local to use --normalize",
+                                 param_hint="--normalize")
     if engine.ray:
         return _build_ray(corpus, output, build.build_kwargs(params), corpus_spec=corpus_spec, encoder=encoder,
                           engine=engine)

@@ -92,3 +92,27 @@ def default_fusion() -> dict:
     log.warning("no --tune-pairs given: hybrid search uses dense weight %.1f; tune it on labelled pairs of your "
                 "corpus (`embedkit index lexical DIR --tune-pairs FILE`): a fixed weight can hurt", DEFAULT_WEIGHT)
     return {"method": "weighted", "weight": DEFAULT_WEIGHT, "tuned_on": None}
+
+
+def add_lexical(idx, *, tune_pairs=None) -> None:
+    """Add the lexical part to ``idx`` (an EmbedIndex), compacting first; set the fusion weight."""
+    import shutil
+
+    from . import directory as dirs
+
+    if not idx.store.LOCAL:
+        raise InputError("lexical and hybrid search need a FAISS-backed index; this one lives in "
+                         f"{idx.manifest['index'].get('backend')}")
+    fusion = tune_fusion(idx.query_path, tune_pairs) if tune_pairs else None
+    with idx._lock, dirs.writer_lock(idx.directory):
+        idx._reload_locked(None)
+        idx._compact_locked()
+        tmp = dirs.new_tmp(idx.directory)
+        try:
+            dirs.link_files(idx.generation, tmp)
+            store = idx.store if idx.store.lexical is not None else idx.store.with_lexical(tmp)
+            fusion = fusion or idx.manifest.get("fusion") or default_fusion()
+            idx._publish(tmp, store, next_iid=int(idx.manifest["next_iid"]), fusion=fusion)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
