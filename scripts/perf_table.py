@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
-ORDER = ("encode", "search", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval", "lexical")  # known benchmarks first, in this order; others after, by file name
+ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
+         "lexical")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -287,9 +288,32 @@ def render_lexical(res: dict) -> list[str]:
             f"{res['note']}. *Command:* `python scripts/bench_lexical.py`"]
 
 
+def render_writes(res: dict) -> list[str]:
+    out = ["### Writes: delta segments against the full rewrite", "",
+           f"`{res['command']}` ({res['date'][:10]}; {res['notes']}).", "",
+           "| index | N | add 1 doc: bytes / ms | add 1,000 docs: bytes / ms | full rewrite: bytes / s | "
+           "search p50 ms, 0 / 10 / 50 segments | compacted (10 / 50) | ratio 10 seg | compaction s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        sp = r["search_p50_ms"]
+        out.append(f"| {r['index']} | {r['n']:,} | {r['add_1']['bytes']:,} / {r['add_1']['seconds'] * 1000:.1f} | "
+                   f"{r['add_1000']['bytes']:,} / {r['add_1000']['seconds'] * 1000:.0f} | "
+                   f"{r['full_rewrite']['bytes']:,} / {r['full_rewrite']['seconds']:.2f} | "
+                   f"{sp['0']:.2f} / {sp['10']:.2f} / {sp['50']:.2f} | "
+                   f"{r['compacted_10_p50_ms']:.2f} / {r['compacted_50_p50_ms']:.2f} | "
+                   f"{r['search_10_segments_ratio']:.2f}× | {r['compaction_50']['seconds']:.2f} |")
+    t = res["targets"]
+    a, b = t["one_doc_add_bytes"], t["search_10_segments"]
+    out += ["", f"Targets at N = {a['n']:,}: a 1-document add writes {a['measured_bytes']:,} bytes against "
+            f"{a['full_rewrite_bytes']:,} for the full rewrite — **{'met' if a['met'] else 'missed'}** "
+            f"({a['target']}); search with 10 segments is {b['measured']:.2f}× the compacted index — "
+            f"**{'met' if b['met'] else 'missed'}** ({b['target']})."]
+    return out
+
+
 RENDERERS = {"encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
-             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical}
+             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes}
 
 
 # -- assembly --------------------------------------------------------------------------------------
