@@ -150,23 +150,30 @@ class EmbedIndex:
 
         ``mode``: ``dense`` (vectors), ``lexical`` (BM25) or ``hybrid`` (both, fused as the manifest's
         ``fusion`` says); lexical and hybrid need the index's lexical part."""
-        from . import hybrid
-
         qs = [queries] if isinstance(queries, str) else list(queries)
         for i, q in enumerate(qs):
             if not isinstance(q, str) or not q.strip():
                 raise InputError(f"query {i} is {q!r}; queries must be non-empty strings")
         check_k(k)
+        return self.search_embedded(qs, None if mode == "lexical" else self.embed(qs), k, filter=filter,
+                                    min_score=min_score, mode=mode, min_probability=min_probability)
+
+    def search_embedded(self, queries: list[str], vectors, k: int, *, filter=None, min_score: float | None = None,
+                        mode: str = "dense", min_probability: float | None = None) -> list[list[Hit]]:
+        """:meth:`search` for queries whose vectors were already computed with :meth:`embed` (``None`` for
+        lexical mode) — what a server that batches the encoder calls."""
+        from . import hybrid
+
         hybrid.check_mode(mode)
         flt = Filter.parse(filter)
         if mode == "dense":
-            return self.search_vectors(self.embed(qs), k, filter=flt, min_score=min_score,
-                                       min_probability=min_probability)
+            return self.search_vectors(vectors, k, filter=flt, min_score=min_score, min_probability=min_probability)
+        check_k(k)
         if min_probability is not None:
             raise InputError(f"min_probability applies to dense scores (the calibrated ones), not mode {mode!r}")
         self.refresh()
-        rows = hybrid.lexical_hits(self, qs, k, flt) if mode == "lexical" \
-            else hybrid.hybrid_hits(self, qs, self.embed(qs), k, flt)
+        rows = hybrid.lexical_hits(self, queries, k, flt) if mode == "lexical" \
+            else hybrid.hybrid_hits(self, queries, vectors, k, flt)
         return self._hits(rows, min_score, None, calibrated=False)
 
     def similarity(self, pairs, *, batch_size: int | None = None) -> list[dict]:

@@ -108,7 +108,14 @@ def build_routers(s: sc.Schemas, settings: Settings) -> list[APIRouter]:
         t0 = time.perf_counter()
         queries = [body.query] if body.query is not None else list(body.queries)
         return JSONBytes(await unless_disconnected(request, svc.search(queries, body.top_k, body.filter,
-                                                                       body.min_score, t0)))
+                                                                       body.min_score, t0, mode=body.mode,
+                                                                       min_probability=body.min_probability)))
+
+    @api.post("/similarity", response_model=sc.SimilarityResponse, tags=["search"])
+    async def similarity(body: s.SimilarityRequest, request: Request, svc: Svc):
+        """Score each pair [a, b] through the index's query path; on a calibrated index (`embedkit
+        calibrate`) also P(similar) and whether it is a match. Batched with the other endpoints."""
+        return JSONBytes(await unless_disconnected(request, svc.similarity([tuple(p) for p in body.pairs])))
 
     @api.post("/encode", response_model=sc.EncodeResponse, tags=["embeddings"])
     async def encode(body: s.EncodeRequest, request: Request, svc: Svc):

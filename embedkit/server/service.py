@@ -148,16 +148,30 @@ class Service:
 
     # -- endpoints' work ------------------------------------------------------------------------
     async def search(self, queries: list[str], top_k: int, filter: dict | None, min_score: float | None,
-                     started: float) -> bytes:
-        raw = await self.embed_raw(queries)
+                     started: float, *, mode: str = "dense", min_probability: float | None = None) -> bytes:
+        raw = None if mode == "lexical" else await self.embed_raw(queries)
 
         def work():
             idx = self.index
             count = len(idx)
-            rows = idx.search_vectors(self.finish(raw), top_k, filter=filter, min_score=min_score)
+            rows = idx.search_embedded(queries, None if raw is None else self.finish(raw), top_k, filter=filter,
+                                       min_score=min_score, mode=mode, min_probability=min_probability)
             results = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, rows)]
             took = round((time.perf_counter() - started) * 1000, 3)
             return dumps({"results": results, "count": count, "took_ms": took})
+
+        return await self._run(work)
+
+    async def similarity(self, pairs: list[tuple[str, str]]) -> bytes:
+        raw = await self.embed_raw([a for a, _ in pairs] + [b for _, b in pairs])
+
+        def work():
+            qp = self.index.query_path
+            vecs = self.finish(raw)
+            scores = qp.score_vectors(vecs[:len(pairs)], vecs[len(pairs):])
+            probs, matches = qp.calibrated(scores)
+            results = [{"score": float(sc), "probability": p, "match": m} for sc, p, m in zip(scores, probs, matches)]
+            return dumps({"results": results, "calibrated": qp.calibration is not None, "model": self.model_name})
 
         return await self._run(work)
 
