@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
-ORDER = ("encode", "search", "demo", "build_memory", "serve", "eval_overhead", "ray")  # known benchmarks first, in this order; others after, by file name
+ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
+         "lexical")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -201,24 +202,37 @@ def render_build_memory(res: dict) -> list[str]:
 
 
 def render_serve(res: dict) -> list[str]:
-    by = {(r["endpoint"], r["clients"], r["batching"]): r for r in res["results"]}
-    rows = []
-    for (ep, clients, batching), on in sorted(by.items()):
-        if batching != "on" or (ep, clients, "off") not in by:
-            continue
-        off = by[(ep, clients, "off")]
-        rows.append([f"`{on['path']}`", str(clients), f"{on['rps']:.1f} / {off['rps']:.1f}",
-                     _ratio(on["rps"] / off["rps"]), f"{on['p50_ms']:.0f} / {off['p50_ms']:.0f}",
-                     f"{on['p99_ms']:.0f} / {off['p99_ms']:.0f}", f"{on['errors']} / {off['errors']}",
-                     _num(on["mean_batch_texts"], 1)])
     c = res.get("config", {})
-    return ["### Service: micro-batching on vs off", "",
-            f"Closed-loop clients on 127.0.0.1, one text per request, {c.get('duration_s', '?')} s per phase, "
-            f"{c.get('documents', '?')} documents, {c.get('index_type', '?')}; the two servers alternate phase "
-            "by phase.", "",
-            *_table(["endpoint", "clients", "req/s on / off", "ratio", "p50 ms on / off", "p99 ms on / off",
-                     "errors", "mean batch"], rows, "lrrrrrrr"), "",
-            machine_line(res)]
+    results = res["results"]
+    names = [n for n in c.get("servers", list(results)) if n in results]
+    loads = c.get("loads") or sorted({load for by in results.values() for load in by})
+    head = ["load (clients × sentences)"]
+    for n in names:
+        head += [f"{n} req/s", f"{n} sentences/s", f"{n} p50 / p99 ms"]
+    ratio_col = "embedkit" in results and "infinity" in results
+    if ratio_col:
+        head.append("embedkit / infinity")
+    rows = []
+    for load in loads:
+        row = [load.replace("x", " × ")]
+        for n in names:
+            r = results[n].get(load)
+            row += ([_num(r["rps"]), _num(r["sentences_per_s"]), f"{_num(r['p50_ms'], 0)} / {_num(r['p99_ms'], 0)}"]
+                    if r else ["", "", ""])
+        if ratio_col:
+            row.append(_ratio((res.get("ratios", {}).get(load) or {}).get("rps_vs_infinity")))
+        rows.append(row)
+    ip = res.get("inprocess", {})
+    lines = ["### Service: embedkit serve vs infinity-emb, /v1/embeddings", "",
+             f"Closed-loop clients on 127.0.0.1 sending LCQMC sentences, {c.get('rounds', '?')} rounds × "
+             f"{c.get('duration_s', '?')} s per phase, servers alternating phase by phase; {c.get('infinity', '')}. "
+             f"In-process `Encoder.encode` (batch {c.get('inprocess_batch', '?')}) in the same run: "
+             f"{_num(ip.get('sentences_per_s'))} sentences/s.", "",
+             *_table(head, rows, "l" + "r" * (len(head) - 1)), ""]
+    for name, tgt in res.get("targets", {}).items():
+        lines.append(f"- {name.replace('_', ' ')}: {tgt['target']} → {tgt['value']} "
+                     f"({'**met**' if tgt['met'] else '**missed**'})")
+    return lines + ["", machine_line(res)]
 
 
 def render_eval_overhead(res: dict) -> list[str]:
@@ -243,9 +257,63 @@ def render_ray(res: dict) -> list[str]:
             "*Command:* `python scripts/bench_ray.py`"]
 
 
+def render_retrieval(res: dict) -> list[str]:
+    caps = []
+    if res.get("max_queries"):
+        caps.append(f"first {res['max_queries']} queries per split")
+    if res.get("pair_limit"):
+        caps.append("first " + ", ".join(f"{n:,} pairs of {t}" for t, n in res["pair_limit"].items()))
+    rows = []
+    for task, t in res["table"].items():
+        rows.append([task, f"{t['dense']:.2f}", f"{t['lexical']:.2f}", f"{t['rrf']:.2f}", f"{t['weighted:0.7']:.2f}",
+                     f"{t['weighted:0.9']:.2f}", f"{t['hybrid_tuned']:.2f} (w {t['tuned_weight']:.1f})",
+                     f"{t['n_queries']:,} / {t['n_corpus']:,}"])
+    checks = "; ".join(f"{c['task']} {c['what']} {c['delta']:+.2f} ({'met' if c['met'] else 'missed'})"
+                       for c in res["checks"])
+    return ["### Hybrid retrieval (dense, BM25, fusion)", "",
+            f"{res['what']}{' (' + '; '.join(caps) + ')' if caps else ''}.", "",
+            *_table(["task", "dense", "BM25", "RRF", "weighted 0.7", "weighted 0.9", "weighted, tuned on valid",
+                     "queries / corpus"], rows), "",
+            f"Targets: {checks}. *Command:* `{res['command']}`"]
+
+
+def render_lexical(res: dict) -> list[str]:
+    rows = [[f"{r['n_docs']:,}", _num(r["fit_s"]), _num(r["refresh_s"]), _num(r["add_refresh_s"]),
+             _num(r["delete_refresh_s"]), _num(r["save_s"]), _num(r["load_s"]), f"{r['disk_bytes'] / 2**20:.0f}",
+             f"{r['query_p50_ms']:.2f}"] for r in res["rows"]]
+    return ["### BM25 lexical index (build, re-index, load)", "",
+            f"{res['source']}; tokenizer {res['tokenizer']} ({res['tokenize_sentences_per_s']:,} sentences/s).", "",
+            *_table(["documents", "fit s", "re-index s", "add 1% + re-index s", "delete 1% + re-index s", "save s",
+                     "load s", "disk MiB", "query p50 ms"], rows), "",
+            f"{res['note']}. *Command:* `python scripts/bench_lexical.py`"]
+
+
+def render_writes(res: dict) -> list[str]:
+    out = ["### Writes: delta segments against the full rewrite", "",
+           f"`{res['command']}` ({res['date'][:10]}; {res['notes']}).", "",
+           "| index | N | add 1 doc: bytes / ms | add 1,000 docs: bytes / ms | full rewrite: bytes / s | "
+           "search p50 ms, 0 / 10 / 50 segments | compacted (10 / 50) | ratio 10 seg | compaction s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        sp = r["search_p50_ms"]
+        out.append(f"| {r['index']} | {r['n']:,} | {r['add_1']['bytes']:,} / {r['add_1']['seconds'] * 1000:.1f} | "
+                   f"{r['add_1000']['bytes']:,} / {r['add_1000']['seconds'] * 1000:.0f} | "
+                   f"{r['full_rewrite']['bytes']:,} / {r['full_rewrite']['seconds']:.2f} | "
+                   f"{sp['0']:.2f} / {sp['10']:.2f} / {sp['50']:.2f} | "
+                   f"{r['compacted_10_p50_ms']:.2f} / {r['compacted_50_p50_ms']:.2f} | "
+                   f"{r['search_10_segments_ratio']:.2f}× | {r['compaction_50']['seconds']:.2f} |")
+    t = res["targets"]
+    a, b = t["one_doc_add_bytes"], t["search_10_segments"]
+    out += ["", f"Targets at N = {a['n']:,}: a 1-document add writes {a['measured_bytes']:,} bytes against "
+            f"{a['full_rewrite_bytes']:,} for the full rewrite — **{'met' if a['met'] else 'missed'}** "
+            f"({a['target']}); search with 10 segments is {b['measured']:.2f}× the compacted index — "
+            f"**{'met' if b['met'] else 'missed'}** ({b['target']})."]
+    return out
+
+
 RENDERERS = {"encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
-             "ray": render_ray}
+             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes}
 
 
 # -- assembly --------------------------------------------------------------------------------------
