@@ -201,7 +201,30 @@ def render_build_memory(res: dict) -> list[str]:
             machine_line(res, "python scripts/bench_build_memory.py --real 100000 --synthetic 1000000")]
 
 
+def render_serve_batching(res: dict) -> list[str]:
+    by = {(r["endpoint"], r["clients"], r["batching"]): r for r in res["results"]}
+    rows = []
+    for (ep, clients, batching), on in sorted(by.items()):
+        if batching != "on" or (ep, clients, "off") not in by:
+            continue
+        off = by[(ep, clients, "off")]
+        rows.append([f"`{on['path']}`", str(clients), f"{on['rps']:.1f} / {off['rps']:.1f}",
+                     _ratio(on["rps"] / off["rps"]), f"{on['p50_ms']:.0f} / {off['p50_ms']:.0f}",
+                     f"{on['p99_ms']:.0f} / {off['p99_ms']:.0f}", f"{on['errors']} / {off['errors']}",
+                     _num(on["mean_batch_texts"], 1)])
+    c = res.get("config", {})
+    return ["### Service: micro-batching on vs off", "",
+            f"Closed-loop clients on 127.0.0.1, one text per request, {c.get('duration_s', '?')} s per phase, "
+            f"{c.get('documents', '?')} documents, {c.get('index_type', '?')}; the two servers alternate phase "
+            "by phase.", "",
+            *_table(["endpoint", "clients", "req/s on / off", "ratio", "p50 ms on / off", "p99 ms on / off",
+                     "errors", "mean batch"], rows, "lrrrrrrr"), "",
+            machine_line(res)]
+
+
 def render_serve(res: dict) -> list[str]:
+    if isinstance(res.get("results"), list):  # an older result file: micro-batching on vs off
+        return render_serve_batching(res)
     c = res.get("config", {})
     results = res["results"]
     names = [n for n in c.get("servers", list(results)) if n in results]

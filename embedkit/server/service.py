@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -78,8 +79,10 @@ class QueryPathAdapter:
         else:
             raw = self.index.encoder.encode(texts, normalize=False, batch_size=batch_size, show_progress_bar=False)
             prepared = texts
-        # TODO(encoder usage API): take the counts from the encoder's own tokenisation once it returns
-        # them; until then the texts are tokenised again here, on the encoder thread (never another).
+        # TODO(encoder usage API): Encoder.encode_with_usage returns one total per call, which cannot be
+        # split over the requests merged into this batch; once it can return per-text counts (its
+        # attention-mask sums), take them from there. Until then the texts are tokenised again here,
+        # on the encoder thread (never another thread sharing the tokenizer).
         mask = self.encoder.tokenize(list(prepared))["attention_mask"]
         return raw, np.asarray(mask).sum(axis=1)
 
@@ -270,9 +273,7 @@ class Service:
 
 def _limit_faiss_threads(n: int) -> None:
     """Thread initializer: OpenMP settings are per thread, so each pool thread sets its own."""
-    try:
-        import faiss
+    import faiss
 
+    with contextlib.suppress(AttributeError):  # pragma: no cover - FAISS without OpenMP
         faiss.omp_set_num_threads(n)
-    except Exception:  # pragma: no cover - FAISS without OpenMP
-        pass
