@@ -88,6 +88,18 @@ class QueryPath:
                                   show_progress_bar=show_progress_bar)
         return raw[0] if single else raw
 
+    def encode_raw_with_usage(self, texts: list[str], *, batch_size: int | None = None,
+                              show_progress_bar: bool | None = None):
+        """:meth:`encode_raw` plus the tokens the model read for each text (one tokenisation, this
+        thread); the counts are None for an encoder that cannot report them."""
+        batch = self.prepare(list(texts))
+        enc = self.encoder
+        if hasattr(enc, "encode_with_usage"):
+            raw, n = enc.encode_with_usage(batch, normalize=False, batch_size=batch_size,
+                                           show_progress_bar=show_progress_bar)
+            return raw, np.asarray(n, dtype=np.int64)
+        return enc.encode(batch, normalize=False, batch_size=batch_size, show_progress_bar=show_progress_bar), None
+
     def project(self, raw: np.ndarray) -> np.ndarray:
         """Raw encoder rows → stored/searched vectors: reducer, then L2 for cosine."""
         raw = np.asarray(raw, dtype=np.float32)

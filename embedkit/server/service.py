@@ -71,20 +71,17 @@ class QueryPathAdapter:
         return qp.reducer if qp is not None else self.index.reducer
 
     def encode_raw(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw encoder rows and the tokens the model read for each text."""
+        """Raw encoder rows and the tokens the model read for each text, from the encoder's own
+        tokenisation on the encoder thread (per text, so merged requests are counted apart)."""
         qp = self._qp
         if qp is not None:
-            raw = qp.encode_raw(texts, batch_size=batch_size, show_progress_bar=False)
-            prepared = qp.prepare(texts) if hasattr(qp, "prepare") else texts
+            raw, tokens = qp.encode_raw_with_usage(texts, batch_size=batch_size, show_progress_bar=False)
         else:
             raw = self.index.encoder.encode(texts, normalize=False, batch_size=batch_size, show_progress_bar=False)
-            prepared = texts
-        # TODO(encoder usage API): Encoder.encode_with_usage returns one total per call, which cannot be
-        # split over the requests merged into this batch; once it can return per-text counts (its
-        # attention-mask sums), take them from there. Until then the texts are tokenised again here,
-        # on the encoder thread (never another thread sharing the tokenizer).
-        mask = self.encoder.tokenize(list(prepared))["attention_mask"]
-        return raw, np.asarray(mask).sum(axis=1)
+            tokens = None
+        if tokens is None:  # an encoder without usage reporting: count with its tokenizer, on this thread
+            tokens = np.asarray(self.encoder.tokenize(list(texts))["attention_mask"]).sum(axis=1)
+        return raw, tokens
 
     def project(self, raw: np.ndarray) -> np.ndarray:
         qp = self._qp
