@@ -22,7 +22,6 @@ import shutil
 import socket
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +34,6 @@ log = logging.getLogger(__name__)
 SHARD_MANIFEST = "_embedkit.json"
 FORMAT = "embedkit-vectors"
 CONNECT_TIMEOUT_S = float(os.environ.get("EMBEDKIT_RAY_TIMEOUT", "10"))
-FAIL_ONCE_ENV = "EMBEDKIT_RAY_FAIL_ONCE"  # fault injection (tests): a flag file; the first actor to see
-#                                            it missing creates it and exits, killing its worker mid-job
 LIGHT_TASK_CPUS = 0.25  # logical CPUs asked by the parse and write tasks
 ROWS_PER_BLOCK_IN_BATCHES = 4  # rows per block handed to an actor, in batches
 
@@ -123,16 +120,12 @@ class EncodeActor:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from .index import embed_with
-
-        flag = self.cfg.get("fail_once")
-        if flag and not os.path.exists(flag):  # test hook: this worker dies once, mid-job
-            Path(flag).write_text(str(os.getpid()))
-            os._exit(1)
         texts = batch.column("text").to_pylist()
         if self.reducer is not None:
-            vecs = embed_with(self.encoder, self.reducer, self.cfg["metric"], texts,
-                              batch_size=self.cfg["batch_size"], show_progress_bar=False)
+            from .querypath import QueryPath
+
+            vecs = QueryPath(self.encoder, self.reducer, self.cfg["metric"]).embed(
+                texts, batch_size=self.cfg["batch_size"], show_progress_bar=False)
         else:
             vecs = self.encoder.encode(texts, normalize=self.cfg["normalize"], show_progress_bar=False)
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
@@ -220,7 +213,7 @@ def encoder_config(*, model=None, pooling="model", max_length=64, batch_size=32,
 
     cfg = {"model": resolve_model(model), "pooling": pooling, "max_length": max_length,
            "batch_size": batch_size, "normalize": normalize, "device": device, "metric": None,
-           "reducer_files": None, "reducer": None, "fail_once": os.environ.get(FAIL_ONCE_ENV)}
+           "reducer_files": None, "reducer": None}
     if index_dir is not None:
         from .index import current_generation, read_manifest
 
@@ -379,43 +372,22 @@ def read_vectors(directory) -> tuple[list[str], np.ndarray]:
     return ids, (np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
 
 
-class ReplayEncoder:
-    """Stands in for the encoder in ``EmbedIndex.build``: returns the raw vectors Ray computed for the
-    documents just read from the shards, in the order the build asks for them."""
+def shard_batches(directory, chunk_size: int):
+    """``(documents, raw vectors)`` batches read back from Parquet shards written with ``keep_text``."""
+    from .corpus import Doc
 
-    def __init__(self, describe: dict):
-        self._describe = dict(describe)
-        self.dim = int(describe["dim"])
-        self._queue: deque = deque()
-
-    def describe(self) -> dict:
-        return dict(self._describe)
-
-    def docs(self, directory):
-        from .corpus import Doc
-
-        for ids, vecs, texts, metas in iter_shards(directory):
-            if texts is None:
-                raise InputError(f"shards in {str(directory)!r} hold no texts (encode them with keep_text)")
-            for i, t, m, v in zip(ids, texts, metas, vecs):
-                self._queue.append((t, v))
-                yield Doc(i, t, None if m is None else json.loads(m))
-
-    def encode(self, texts, *, normalize=False, batch_size=None, show_progress_bar=None):
-        out = []
-        for t in texts:
-            if not self._queue:
-                raise RuntimeError("internal error: the build asked for more vectors than were read")
-            qt, v = self._queue.popleft()
-            if qt != t:
-                raise RuntimeError("internal error: shard vectors out of step with the documents")
-            out.append(v)
-        x = np.stack(out) if out else np.zeros((0, self.dim), np.float32)
-        if normalize:
-            from .encoder import l2_normalize
-
-            x = l2_normalize(x)
-        return x
+    docs, vecs = [], []
+    for ids, vv, texts, metas in iter_shards(directory):
+        if texts is None:
+            raise InputError(f"shards in {str(directory)!r} hold no texts (encode them with keep_text)")
+        for i, t, m, v in zip(ids, texts, metas, vv):
+            docs.append(Doc(i, t, None if m is None else json.loads(m)))
+            vecs.append(v)
+            if len(docs) >= chunk_size:
+                yield docs, np.stack(vecs).astype(np.float32)
+                docs, vecs = [], []
+    if docs:
+        yield docs, np.stack(vecs).astype(np.float32)
 
 
 def build_index_with_ray(corpus, output, *, address=None, num_workers=None, batch_size=32, model=None,
@@ -423,6 +395,8 @@ def build_index_with_ray(corpus, output, *, address=None, num_workers=None, batc
     """``embedkit index build --engine ray``: raw vectors on Ray, then the usual streaming build
     (reducer fit, FAISS or Milvus) from the shards, which are removed afterwards. Returns the manifest."""
     from .index import EmbedIndex
+    from .querypath import QueryPath
+    from .reducers import make_reducer
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -432,8 +406,10 @@ def build_index_with_ray(corpus, output, *, address=None, num_workers=None, batc
         encode_to_parquet(corpus, shards, model=model, pooling=pooling, max_length=max_length,
                           batch_size=batch_size, normalize=False, device=device, num_workers=num_workers,
                           address=address, keep_text=True, **(corpus_kwargs or {}))
-        replay = ReplayEncoder(read_shard_manifest(shards)["encoder"])
-        idx = EmbedIndex.build(output, replay.docs(shards), encoder=replay, batch_size=batch_size, **build_kwargs)
-        return dict(idx.manifest)  # the returned object's encoder only replays: reopen with EmbedIndex.load
+        chunk = int(build_kwargs.pop("chunk_size", 4096))
+        qp = QueryPath(None, make_reducer(build_kwargs.pop("reduce", "none")), build_kwargs.pop("metric", "cosine"),
+                       encoder_config=read_shard_manifest(shards)["encoder"])
+        idx = EmbedIndex.build_from_vectors(output, shard_batches(shards, chunk), query_path=qp, **build_kwargs)
+        return dict(idx.manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)

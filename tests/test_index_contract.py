@@ -16,10 +16,19 @@ BACKENDS = ["flat", "hnsw", "ivf-flat", "ivf-pq"]
 N, DIM, NQ, K = 3000, 64, 100, 10
 
 
+def _meta(i):
+    m = {"group": f"g{i % 3}", "even": i % 2 == 0}
+    if i % 5 == 1:
+        m["opt"] = None       # explicit null
+    elif i % 5 == 2:
+        m["opt"] = "x"        # a value; i % 5 in (0, 3, 4): missing
+    return m
+
+
 @pytest.fixture(scope="module")
 def data():
     x = clustered_vectors(N + NQ, DIM, seed=5)
-    docs = [Doc(f"doc-{i}", f"text {i}", {"group": f"g{i % 3}", "even": i % 2 == 0}) for i in range(N)]
+    docs = [Doc(f"doc-{i}", f"text {i}", _meta(i)) for i in range(N)]
     table = {d.text: x[i] for i, d in enumerate(docs)}
     queries = x[N:]
     return docs, table, queries
@@ -133,9 +142,74 @@ def test_bad_k_and_dimension(built, data):
     _, _, queries = data
     with pytest.raises(InputError, match="k must be a positive integer, got 0"):
         idx.search_vectors(queries[:1], 0)
-    with pytest.raises(InputError, match=f"k={N + 1} is larger than the number of documents"):
-        idx.check_k(N + 1)
+    # one rule for k above the count, everywhere: every document, ranked
+    rows = idx.search_vectors(_normalize(queries[:2]), N + 5)
+    assert [len(r) for r in rows] == [N, N]
+    assert all([h.score for h in r] == sorted((h.score for h in r), reverse=True) for r in rows)
     with pytest.raises(InputError, match=f"dimension 63, the index expects {DIM}"):
         idx.search_vectors(queries[:1, :63], 5)
     with pytest.raises(InputError, match="document vectors have dimension 63"):
         idx.add_vectors([Doc("x", "x")], queries[:1, :63])
+
+
+def test_null_filter_matches_null_or_missing(built, data):
+    _, _, idx = built
+    _, _, queries = data
+    rows = idx.search_vectors(_normalize(queries[:3]), 50, filter={"opt": None, "group": "g0"})
+    for row in rows:
+        assert len(row) == 50
+        for h in row:
+            i = int(h.id.split("-")[1])
+            assert i % 5 != 2 and h.metadata.get("opt") is None and h.metadata["group"] == "g0"
+    hits = idx.search_vectors(_normalize(queries[:1]), N, filter={"opt": "x"})[0]
+    assert sorted(int(h.id.split("-")[1]) for h in hits) == [i for i in range(N) if i % 5 == 2]
+    # booleans match only booleans, never 1/0
+    assert idx.search_vectors(_normalize(queries[:1]), 5, filter={"even": 1}) == [[]]
+
+
+def test_segments_then_compaction_give_the_same_results(built, data, tmp_path):
+    """Adds and deletes become delta segments; compaction folds them in; searches agree."""
+    import shutil
+
+    kind, d, _ = built
+    docs, table, queries = data
+    work = tmp_path / "seg"
+    shutil.copytree(d, work)
+    enc = FakeEncoder(DIM, dict(table))
+    idx = EmbedIndex.load(work, encoder=enc)
+    idx.auto_compact = False
+    extra = clustered_vectors(300, DIM, seed=11)
+    new = [Doc(f"new-{i}", f"新 {i}", _meta(i)) for i in range(300)]
+    for i, doc in enumerate(new):
+        enc.table[doc.text] = extra[i]
+    for part in range(3):
+        idx.add(new[part * 100:(part + 1) * 100])
+    gone = [f"doc-{i}" for i in range(0, 600, 7)] + [f"new-{i}" for i in range(0, 300, 9)]
+    idx.delete(gone)
+    assert len(idx.manifest["index"]["segments"]) == 4
+    assert len(idx) == N + 300 - len(gone)
+    live_x = np.concatenate([np.stack([table[x.text] for x in docs]), extra])
+    live_ids = [x.id for x in docs] + [x.id for x in new]
+    keep = np.array([i not in set(gone) for i in live_ids])
+    live_x, live_ids = live_x[keep], [i for i, k in zip(live_ids, keep) if k]
+    truth = [[live_ids[j] for j in row] for row in exact_top_k(live_x, queries, K)]
+
+    def recall(rows):
+        return np.mean([len(set(t) & {h.id for h in r}) / K for t, r in zip(truth, rows)])
+
+    before = idx.search_vectors(_normalize(queries), K)
+    assert idx.compact() is True
+    assert idx.manifest["index"]["segments"] == [] and len(idx) == N + 300 - len(gone)
+    after = idx.search_vectors(_normalize(queries), K)
+    reloaded = EmbedIndex.load(work, encoder=enc).search_vectors(_normalize(queries), K)
+    assert _ids(after) == _ids(reloaded)
+    assert idx.check() == []
+    for rows in (before, after):
+        assert not {h.id for r in rows for h in r} & set(gone)
+        assert all(len(r) == K for r in rows)
+    if kind == "flat":
+        assert _ids(before) == _ids(after) == truth
+        np.testing.assert_allclose([[h.score for h in r] for r in before], [[h.score for h in r] for r in after],
+                                   rtol=1e-5, atol=1e-6)
+    else:
+        assert recall(before) >= 0.9 and recall(after) >= 0.9, (recall(before), recall(after))

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-import embedkit.index as index_mod
+import embedkit.index.directory as index_mod
 from embedkit.corpus import Doc
 from embedkit.errors import IndexFormatError, InputError
 from embedkit.index import EmbedIndex

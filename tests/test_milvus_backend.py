@@ -12,10 +12,10 @@ from embedkit.cli import main as _main
 from embedkit.corpus import Doc, read_corpus
 from embedkit.errors import EmbedkitError, IndexFormatError, InputError
 from embedkit.index import EmbedIndex
-from embedkit.milvus_backend import MilvusError, check_uri, filter_expression
-from embedkit.milvus_index import migrate
+from embedkit.stores.milvus_client import MilvusError, check_uri, filter_expression
+from embedkit.stores.migrate import migrate
 
-from .conftest import DEMO_CORPUS, M3E, FakeEncoder
+from .conftest import DEMO_CORPUS, FakeEncoder
 
 
 def main(argv):
@@ -93,7 +93,7 @@ def test_existing_collection_needs_overwrite_and_missing_collection_is_reported(
                          index_params=params, overwrite=True)
     assert len(b) == 10
     with pytest.raises(IndexFormatError, match="Milvus collection 'faq' does not exist"):
-        b.backend.client.drop_collection("faq")
+        b.store.client.drop_collection(b.store.physical)
         EmbedIndex.load(tmp_path / "b", encoder=FakeEncoder(16, table))
     with pytest.raises(InputError, match="Milvus index type 'ivf-pq'"):
         EmbedIndex.build(tmp_path / "c", docs, encoder=FakeEncoder(16, table), index="milvus:ivf-pq")

@@ -9,7 +9,8 @@ from .conftest import FakeEncoder
 from .test_index_contract import (DIM, data, test_add_then_delete_then_reload,  # noqa: F401 (collected here)
                                   test_bad_k_and_dimension, test_build_records_manifest,
                                   test_filters_return_only_matching_metadata, test_recall_at_10_against_exact_numpy,
-                                  test_save_load_round_trip_identical, test_scores_are_sorted_and_ids_are_strings)
+                                  test_null_filter_matches_null_or_missing, test_save_load_round_trip_identical,
+                                  test_scores_are_sorted_and_ids_are_strings)
 
 MILVUS_KINDS = ["milvus", "milvus:ivf-flat", "milvus:hnsw"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import EVAL_PROTOCOLS, POOLINGS
+from ..constants import EVAL_PROTOCOLS, POOLINGS, TEXT_NORMALIZATIONS
 
 log = logging.getLogger("embedkit.evaluation")
 
@@ -44,6 +44,12 @@ def _int_list(value: str | None, what: str) -> list[int]:
     return out
 
 
+def expand_reducers_cli(reducers: str | None, dims: str | None) -> list[str]:
+    from ..evaluation.evaluator import expand_reducers
+
+    return expand_reducers(_csv(reducers), _int_list(dims, "--dims"))
+
+
 @click.command("eval")
 @click.option("--data", "data_dir", default=None, metavar="DIR",
               help="senteval_cn root: DIR/<TASK>/<TASK>.<split>.data [default: $EMBEDKIT_STS_DATA or "
@@ -54,10 +60,14 @@ def _int_list(value: str | None, what: str) -> list[int]:
 @click.option("--poolings", default="model", show_default=True, metavar="P1,P2",
               help=f"Poolings: {', '.join(POOLINGS)}.")
 @click.option("--reducers", default=DEFAULT_REDUCERS, show_default=True, metavar="R1,R2",
-              help="Reducers: none, whitening[:k], pca[:k], jl:k (a kind without k is expanded over --dims).")
+              help="Reducers: none, whitening[:k][:beta=B,gamma=G], pca[:k], jl:k, auto[:k] (chosen on "
+                   "each task's valid split). A kind without k, except auto, is expanded over --dims.")
 @click.option("--dims", default=None, metavar="K1,K2", help="Dimensions for reducers given without one.")
 @click.option("--protocol", type=click.Choice(EVAL_PROTOCOLS), default="paper", show_default=True,
-              help="paper: fit on the evaluated splits (BERT-whitening's chn/eval.py); fit-train: fit on train.")
+              help="paper: fit on the evaluated splits (BERT-whitening's chn/eval.py); fit-train: fit on train; "
+                   "fit-valid: fit on valid, score test.")
+@click.option("--normalize", type=click.Choice(TEXT_NORMALIZATIONS), default="none", show_default=True,
+              help="Text normalisation before encoding (t2s/s2t: OpenCC Traditional<->Simplified).")
 @click.option("--split", "splits", default=None, metavar="S1,S2",
               help="Splits to score: train, valid, test [default: all for paper, test for fit-train].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N pairs of each split.")
@@ -76,8 +86,18 @@ def _int_list(value: str | None, what: str) -> list[int]:
 @click.option("--no-cache", is_flag=True, help="Do not read or write the encoding cache.")
 @click.option("--no-plots", is_flag=True, help="Leave the figures out of report.html.")
 @click.option("--progress/--no-progress", default=None, help="Encoding progress bars [default: if stderr is a terminal].")
-def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, splits, limit, fit_corpus,
-             fit_limit, max_length, batch_size, device, out_dir, cache_dir, no_cache, no_plots, progress):
+@click.option("--retrieval", is_flag=True,
+              help="Retrieval instead of STS: corpus = unique sentence2, queries = sentence1 with a positive pair; "
+                   "MRR@10, Recall@1/10, nDCG@10 per reducer x --index x --mode.")
+@click.option("--index", "index_types", default="flat", show_default=True, metavar="I1,I2",
+              help="--retrieval: index types (flat, hnsw, ivf-flat, ...) or FAISS factory strings.")
+@click.option("--mode", "modes", default="dense,lexical,hybrid", show_default=True, metavar="M1,M2",
+              help="--retrieval: dense, lexical, rrf, hybrid (weight tuned on valid), weighted:W.")
+@click.option("--max-queries", type=click.IntRange(min=1), default=None,
+              help="--retrieval: only the first N queries of each split (the corpus stays whole).")
+def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, normalize, splits, limit, fit_corpus,
+             fit_limit, max_length, batch_size, device, out_dir, cache_dir, no_cache, no_plots, progress,
+             retrieval, index_types, modes, max_queries):
     """Evaluate encoders on Chinese STS tasks (Spearman of cosine vs label) and write a report.
 
     \b
@@ -86,27 +106,33 @@ def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, splits
           --reducers none,whitening:256 --split test -o reports/eval
     """
     from ..evaluation.evaluator import run_grid
-    from ..evaluation.report import grid_table, write_report
+    from ..evaluation.report import markdown_tables, write_report
 
     t0 = time.perf_counter()
     if progress is None:
         progress = sys.stderr.isatty()
+    if retrieval:
+        from ..evaluation.retrieval_report import retrieval_eval
+
+        if len(_csv(models)) > 1:
+            raise click.BadParameter("--retrieval evaluates one model at a time", param_hint="--models")
+        run = retrieval_eval(
+            data_dir or _default_data_dir(), out_dir=out_dir, plots=not no_plots, echo=click.echo,
+            tasks=_csv(tasks), splits=_csv(splits) or ["test"], model=(_csv(models) or [None])[0],
+            reducers=expand_reducers_cli(reducers, dims), index_types=_csv(index_types), modes=_csv(modes),
+            limit=limit, max_queries=max_queries, max_length=max_length, batch_size=batch_size,
+            cache_dir=None if no_cache else cache_dir, device=device, progress=progress)
+        log.info("wrote %s in %.1fs", ", ".join(str(p) for p in run["paths"].values()), run["seconds"])
+        return
     results = run_grid(
         data_dir or _default_data_dir(), tasks=_csv(tasks), models=_csv(models) or [None],
         poolings=_csv(poolings), reducers=_csv(reducers), dims=_int_list(dims, "--dims"),
         protocol=protocol, splits=_csv(splits), limit=limit, fit_corpus=fit_corpus, fit_limit=fit_limit,
         max_length=max_length, batch_size=batch_size, cache_dir=None if no_cache else cache_dir,
-        device=device, progress=progress)
+        device=device, progress=progress, normalize=normalize)
     paths = write_report(results, out_dir, plots=not no_plots)
     failed = [c for c in results["cells"] if c.get("error")]
-    for split in sorted({c["split"] for c in results["cells"]}):
-        header, rows = grid_table(results, split)
-        click.echo(f"Spearman x 100, {split} split (protocol {protocol}):")
-        click.echo("| " + " | ".join(header) + " |")
-        click.echo("|" + "|".join("---" for _ in header) + "|")
-        for r in rows:
-            click.echo("| " + " | ".join(r) + " |")
-        click.echo("")
+    click.echo(markdown_tables(results))
     c = results["cache"]
     log.info("encoded %d sentences in %.1fs (cache: %d hits, %d misses); wall time %.1fs",
              c["n_encoded"], c["encode_s"], c["hits"], c["misses"], time.perf_counter() - t0)

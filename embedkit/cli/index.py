@@ -40,6 +40,7 @@ class BuildSpec:
     chunk_size: int = 4096
     fit_sample: int = 50000
     overwrite: bool = False
+    expected_size: int | None = None
 
     @property
     def milvus(self) -> bool:
@@ -67,6 +68,8 @@ build_options = grouped(
     click.option("--fit-sample", type=click.IntRange(min=2), default=50000, show_default=True,
                  help="Documents the reducer and IVF quantizer are fitted on."),
     click.option("--overwrite", is_flag=True, help="Replace an existing index at OUTPUT."),
+    click.option("--expected-size", type=click.IntRange(min=1), default=None,
+                 help="ivf-*: corpus size the lists are sized for (default: the corpus file's line count)."),
 )
 
 
@@ -95,7 +98,7 @@ def index_build(corpus: Path, output: Path, *, build: BuildSpec, corpus_spec: Co
     params = build.index_params()
     if build.milvus:
         params = milvus.params(params)
-        from ..milvus_backend import preflight
+        from ..stores.milvus_client import preflight
 
         preflight(build.index_type, output, params)  # an unreachable server fails before the model loads
     elif milvus.given:
@@ -105,8 +108,9 @@ def index_build(corpus: Path, output: Path, *, build: BuildSpec, corpus_spec: Co
         return _build_ray(corpus, output, build.build_kwargs(params), corpus_spec=corpus_spec, encoder=encoder,
                           engine=engine)
     stats = CorpusStats()
+    expected = build.expected_size or corpus_spec.count(corpus)
     idx = EmbedIndex.build(output, corpus_spec.iter(corpus, stats), encoder=encoder.make(),
-                           **build.build_kwargs(params))
+                           expected_size=expected, **build.build_kwargs(params))
     log.info(stats.summary())
     click.echo(json.dumps(_summary(idx), ensure_ascii=False))
 
@@ -137,8 +141,8 @@ def migrate_cmd(src: Path, dst: Path, index_type: str, overwrite: bool, *, milvu
 
     Model, reducer and metric are kept; vectors are read back from FAISS (flat, HNSW, IVF-flat) or
     re-encoded from the stored texts (PQ/SQ codes are lossy)."""
-    from ..milvus_backend import is_milvus_kind
-    from ..milvus_index import migrate
+    from ..stores.milvus_client import is_milvus_kind
+    from ..stores.migrate import migrate
 
     if not is_milvus_kind(index_type):
         raise click.BadParameter(f"{index_type!r} is not a Milvus index type", param_hint="--index")
@@ -171,10 +175,10 @@ def index_add(directory: Path, corpus: Path, backend: str, device: str | None, *
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("ids", nargs=-1, required=True)
 def index_delete(directory: Path, ids: tuple[str, ...]):
-    """Delete documents by id (all or nothing: an unknown id deletes none)."""
+    """Delete documents by id (all or nothing: an unknown id deletes none). Loads no model."""
     from ..index import EmbedIndex
 
-    idx = EmbedIndex.load(directory, encoder=_NoEncoder.for_index(directory))
+    idx = EmbedIndex.load(directory)  # the query path loads its model lazily: never here
     n = idx.delete(ids)
     click.echo(json.dumps(dict(_summary(idx), deleted=n), ensure_ascii=False))
 
@@ -182,31 +186,41 @@ def index_delete(directory: Path, ids: tuple[str, ...]):
 @index.command("info")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def index_info(directory: Path):
-    """Print an index's manifest (model, pooling, reducer, metric, FAISS factory, count...) as JSON."""
-    from ..index import current_generation, dir_size, read_manifest
+    """Print an index's manifest (model, pooling, reducer, metric, FAISS factory, count, segments and
+    deletions pending compaction, bytes per vector...) as JSON."""
+    from ..index import EmbedIndex
 
-    gen = current_generation(Path(directory))
-    info = dict(read_manifest(gen), directory=str(directory), generation=gen.name, size_bytes=dir_size(gen))
-    click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+    click.echo(json.dumps(EmbedIndex.load(directory).info(), ensure_ascii=False, indent=2))
+
+
+@index.command("compact")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def index_compact(directory: Path):
+    """Fold delta segments and deletions into a new base (atomic; readers keep working)."""
+    from ..index import EmbedIndex
+
+    idx = EmbedIndex.load(directory)
+    before = len(idx.manifest["index"].get("segments", []))
+    done = idx.compact()
+    click.echo(json.dumps(dict(_summary(idx), compacted=done, segments_folded=before if done else 0),
+                          ensure_ascii=False))
+
+
+@index.command("check")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def index_check(directory: Path):
+    """Verify ids, counts and files across base, segments and deletions; exit 1 naming what is broken."""
+    from ..errors import IndexFormatError
+    from ..index import EmbedIndex
+
+    problems = EmbedIndex.load(directory).check()
+    if problems:
+        raise IndexFormatError(f"{len(problems)} problem(s) in {str(directory)!r}: " + "; ".join(problems))
+    click.echo(json.dumps({"index": str(directory), "ok": True}, ensure_ascii=False))
 
 
 def _summary(idx) -> dict:
-    m = idx.manifest
-    return {"index": str(idx.directory), "count": m["count"], "dim": m["dim"], "reducer": m["reducer"]["spec"],
-            "factory": m["index"]["factory"], "metric": m["metric"], "size_bytes": idx.info()["size_bytes"]}
-
-
-class _NoEncoder:
-    """Stands in for the encoder where a command needs no encoding (delete): skips loading the model."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    @classmethod
-    def for_index(cls, directory):
-        from ..index import current_generation, read_manifest
-
-        return cls(read_manifest(current_generation(Path(directory)))["encoder"])
-
-    def describe(self):
-        return dict(self.cfg)
+    info = idx.info()
+    return {"index": str(idx.directory), "count": info["count"], "dim": info["dim"],
+            "reducer": info["reducer"]["spec"], "factory": info["index"].get("factory"), "metric": info["metric"],
+            "segments": len(info["index"].get("segments", [])), "size_bytes": info["size_bytes"]}

@@ -32,6 +32,15 @@ class CorpusSpec:
 
         return iter_corpus(path, stats=stats, **self.kwargs())
 
+    def count(self, path: Path) -> int | None:
+        """An upper bound on the documents in ``path`` (its line count; None if unreadable), read
+        cheaply in binary so IVF lists can be sized for the whole corpus before streaming it."""
+        try:
+            with open(path, "rb") as f:
+                return max(1, sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b"")))
+        except OSError:
+            return None
+
 
 @dataclass(frozen=True)
 class EncoderSpec:

@@ -6,7 +6,8 @@ import from the submodules:
 * :mod:`embedkit.evaluation.data`      -- the senteval_cn pair files (``<root>/<TASK>/<TASK>.<split>.data``);
 * :mod:`embedkit.evaluation.metrics`   -- cosine scores, Spearman / Pearson, task averages;
 * :mod:`embedkit.evaluation.evaluator` -- :class:`STSEvaluator`, the encoding cache and :func:`run_grid`;
+* :mod:`embedkit.evaluation.scoring`   -- per-task scoring: protocols, ``auto``, calibration metrics;
 * :mod:`embedkit.evaluation.report`    -- ``results.json``, ``report.md`` and ``report.html``.
 """
 
-PROTOCOLS = ("paper", "fit-train")
+from ..constants import EVAL_PROTOCOLS as PROTOCOLS  # noqa: F401  (re-exported)

@@ -7,6 +7,12 @@ Protocols (named in every report):
   does), then each split is scored.  Transductive: the test labels are never used, but its sentences are.
 * ``fit-train`` -- the reducer is fitted on the task's train split (or on a corpus the user names) and
   the chosen splits (default: test) are scored.  The honest setting for a deployed system.
+* ``fit-valid`` -- the reducer is fitted on the task's valid split and the chosen splits (default: test)
+  are scored: fit-on-valid / score-on-test, the protocol of the ``auto`` reducer's targets.
+
+``auto`` chooses its reducer on the valid split's labels under every protocol (see
+:mod:`embedkit.evaluation.scoring`); 0/1-label tasks also get AUC, accuracy / F1 at a threshold fitted on
+valid (else train) and the ECE of the calibrated probability.
 """
 
 from __future__ import annotations
@@ -22,23 +28,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..encoder import l2_normalize
 from ..errors import InputError
 from ..reducers import make_reducer
 from . import PROTOCOLS
 from .cache import EncodingCache, encoder_description
-from .data import (SPLITS, PairSet, check_data_dir, check_splits, load_task, resolve_tasks,
-                   task_max_length)
-from .metrics import sts_scores, task_averages
+from .data import (
+    SPLITS,
+    PairSet,
+    check_data_dir,
+    check_splits,
+    load_task,
+    resolve_tasks,
+    task_max_length,
+)
+from .metrics import task_averages
+from .scoring import score_pairs, score_task
 
 log = logging.getLogger(__name__)
-
-
-def score_pairs(vectors: np.ndarray, ia: np.ndarray, ib: np.ndarray, labels) -> dict:
-    """Cosine of rows ``ia`` vs ``ib`` of ``vectors`` (one row per distinct sentence) against ``labels``."""
-    u = l2_normalize(vectors)
-    sims = np.einsum("ij,ij->i", u[ia], u[ib], dtype=np.float64)
-    return sts_scores(sims, labels)
 
 
 def _encode_plain(model, texts: list[str], batch_size: int, show_progress_bar) -> np.ndarray:
@@ -77,7 +83,7 @@ class STSEvaluator:
         self.cache = cache
 
     @classmethod
-    def from_pairset(cls, pairs: PairSet, **kwargs) -> "STSEvaluator":
+    def from_pairset(cls, pairs: PairSet, **kwargs) -> STSEvaluator:
         kwargs.setdefault("name", f"{pairs.task}-{pairs.split}")
         return cls(pairs.sentences1, pairs.sentences2, pairs.scores, **kwargs)
 
@@ -130,7 +136,7 @@ def expand_reducers(specs, dims=()) -> list[str]:
     for spec in specs:
         spec = str(spec).strip()
         kind, _, arg = spec.partition(":")
-        if kind.lower() != "none" and not arg and dims:
+        if kind.lower() not in ("none", "auto") and not arg and dims:
             expanded = [f"{kind.lower()}:{d}" for d in dims]
         else:
             expanded = [spec]
@@ -187,14 +193,17 @@ def run_grid(data_dir, *, tasks=None, models=(None,), poolings=("model",), reduc
              dims=(), protocol: str = "paper", splits=None, limit: int | None = None,
              fit_corpus=None, fit_limit: int | None = None, max_length: int | None = None,
              batch_size: int = 32, cache_dir=None, device: str | None = None,
-             progress: bool | None = None, encoder_factory=None) -> dict:
+             progress: bool | None = None, encoder_factory=None, normalize: str = "none") -> dict:
     """Evaluate models x poolings x reducers on the tasks; return the JSON-ready results dict.
 
     ``splits``: the splits scored (default: every available split for ``paper``, ``test`` for
     ``fit-train``).  ``limit``: first N pairs of each scored split.  ``fit_limit``: first N pairs of
     the train split used for fitting in ``fit-train``.  ``max_length``: override the paper's 64 (128 for
     PAWSX).  ``encoder_factory(model, pooling=, max_length=, batch_size=, device=)`` builds encoders
-    (default :class:`embedkit.encoder.Encoder`)."""
+    (default :class:`embedkit.encoder.Encoder`).  ``normalize``: a :class:`~embedkit.textnorm.TextNormalizer`
+    mode applied to every sentence before encoding."""
+    from ..textnorm import TextNormalizer
+
     t_start = time.perf_counter()
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
@@ -204,11 +213,13 @@ def run_grid(data_dir, *, tasks=None, models=(None,), poolings=("model",), reduc
         raise InputError("a fit corpus is only used by the fit-train protocol (use --protocol fit-train)")
     reducer_specs = expand_reducers(reducers, dims)
     needs_fit = any(make_reducer(s).kind != "none" for s in reducer_specs)
+    needs_valid = protocol == "fit-valid" or any(make_reducer(s).kind == "auto" for s in reducer_specs)
+    normalizer = TextNormalizer(normalize)
     root = check_data_dir(data_dir)
     task_names = resolve_tasks(root, tasks)
     if splits:
         splits = check_splits(splits)
-    elif protocol == "fit-train":
+    elif protocol in ("fit-train", "fit-valid"):
         splits = ["test"]
     else:
         splits = list(SPLITS)
@@ -221,6 +232,7 @@ def run_grid(data_dir, *, tasks=None, models=(None,), poolings=("model",), reduc
     t0 = time.perf_counter()
     data: dict[str, _TaskData] = {}
     fit_sets: dict[str, PairSet] = {}
+    tune_sets: dict[str, PairSet] = {}
     corpus_texts = _read_corpus(fit_corpus) if fit_corpus is not None else None
     for task in task_names:
         pairsets = load_task(root, task, splits, limit=limit)
@@ -241,6 +253,13 @@ def run_grid(data_dir, *, tasks=None, models=(None,), poolings=("model",), reduc
                                  "protocol fits reducers on it (name a corpus with --fit-corpus FILE, "
                                  "or use --protocol paper)")
             fit_sets[task] = tr
+        if needs_valid and "valid" not in pairsets:
+            va = load_task(root, task, ["valid"], limit=limit).get("valid")
+            if va is not None and len(va) >= 2:
+                tune_sets[task] = va
+            elif protocol == "fit-valid" and needs_fit:
+                raise InputError(f"task {task!r} has no valid split in {str(root)!r}; the fit-valid "
+                                 "protocol fits reducers on it (use --protocol paper or fit-train)")
     if not data:
         raise InputError(f"nothing to evaluate: no scorable pairs for tasks {', '.join(task_names)} "
                          f"and splits {', '.join(splits)} in {str(root)!r}")
@@ -275,20 +294,24 @@ def run_grid(data_dir, *, tasks=None, models=(None,), poolings=("model",), reduc
                     for s, (texts, _, _) in data[task].unique.items():
                         slots[(task, s)] = len(lists)
                         lists.append(texts)
-                    if task in fit_sets:
-                        texts, _, _ = fit_sets[task].unique_sentences()
-                        slots[(task, "#fit")] = len(lists)
-                        lists.append(texts)
+                    for name, aux in (("#fit", fit_sets), ("#tune", tune_sets)):
+                        if task in aux:
+                            texts, _, _ = aux[task].unique_sentences()
+                            slots[(task, name)] = len(lists)
+                            lists.append(texts)
                 if corpus_texts is not None and needs_fit:
                     slots[("#corpus",)] = len(lists)
                     lists.append(corpus_texts)
+                if normalizer.mode != "none":
+                    lists = [normalizer(t) for t in lists]
                 vectors = cache.get_many(enc, lists, description=desc, batch_size=batch_size,
                                          show_progress_bar=progress)
                 del enc
                 t0 = time.perf_counter()
                 for task in tasks_here:
-                    cells.extend(_score_task(data[task], vectors, slots, reducer_specs, protocol,
-                                             fit_sets.get(task), corpus_texts is not None, info))
+                    cells.extend(score_task(data[task], vectors, slots, reducer_specs, protocol,
+                                            fit_sets.get(task), corpus_texts is not None, info,
+                                            tune_sets.get(task)))
                 score_s += time.perf_counter() - t0
 
     averages = _averages(cells, list(data))
@@ -300,10 +323,11 @@ def run_grid(data_dir, *, tasks=None, models=(None,), poolings=("model",), reduc
                      "fit_limit": fit_limit, "fit_corpus": None if fit_corpus is None else str(fit_corpus),
                      "models": [None if m is None else str(m) for m in models], "poolings": poolings,
                      "reducers": reducer_specs, "max_length": max_length, "batch_size": batch_size,
-                     "similarity": "cosine"},
+                     "similarity": "cosine", "normalize": normalizer.describe()},
         "models": model_info,
         "data": [ps.summary() for td in data.values() for ps in td.pairsets.values()]
-                + [dict(ps.summary(), role="fit") for ps in fit_sets.values()],
+                + [dict(ps.summary(), role="fit") for ps in fit_sets.values()]
+                + [dict(ps.summary(), role="tune") for ps in tune_sets.values()],
         "cells": cells,
         "averages": averages,
         "cache": cache.stats(),
@@ -312,63 +336,6 @@ def run_grid(data_dir, *, tasks=None, models=(None,), poolings=("model",), reduc
                     "reduce_score_s": round(score_s, 3), "grid_total_s": round(total_s, 3)},
         "versions": _versions(),
     }
-
-
-def _score_task(td: _TaskData, vectors: list, slots: dict, reducer_specs: list[str], protocol: str,
-                fit_set: PairSet | None, use_corpus: bool, info: dict) -> list[dict]:
-    task = td.task
-    # the vectors a reducer is fitted on (both sides of every pair, as the reference does)
-    if protocol == "paper":
-        parts = []
-        for s, (_, ia, ib) in td.unique.items():
-            v = vectors[slots[(task, s)]]
-            parts += [v[ia], v[ib]]
-        fit_desc = {"on": "+".join(td.unique), "n_vectors": int(sum(len(p) for p in parts))}
-        fit_x = lambda: np.concatenate(parts)  # noqa: E731
-    elif use_corpus:
-        corpus = vectors[slots[("#corpus",)]]
-        fit_desc = {"on": "corpus", "n_vectors": int(len(corpus))}
-        fit_x = lambda: corpus  # noqa: E731
-    elif fit_set is not None:
-        _, fa, fb = fit_set.unique_sentences()
-        fv = vectors[slots[(task, "#fit")]]
-        fit_desc = {"on": "train", "n_vectors": int(2 * len(fa))}
-        fit_x = lambda: np.concatenate([fv[fa], fv[fb]])  # noqa: E731
-    else:
-        fit_desc, fit_x = None, None
-    out = []
-    X = None
-    for spec in reducer_specs:
-        red = make_reducer(spec)
-        t0 = time.perf_counter()
-        error = None
-        transformed = {}
-        try:
-            if red.kind != "none":
-                if X is None:
-                    X = fit_x()
-                red.fit(X)
-            for s in td.unique:
-                transformed[s] = red.transform(vectors[slots[(task, s)]]) if red.kind != "none" \
-                    else vectors[slots[(task, s)]]
-        except InputError as e:
-            error = str(e)
-            log.warning("%s %s %s on %s: %s", info["name"], info["pooling"], spec, task, e)
-        fit_s = time.perf_counter() - t0
-        for s, ps in td.pairsets.items():
-            t1 = time.perf_counter()
-            cell = {"model": info["model"], "model_name": info["name"], "pooling": info["pooling"],
-                    "max_length": info["max_length"], "reducer": spec, "reducer_kind": red.kind,
-                    "dim": None, "task": task, "split": s, "n_pairs": len(ps),
-                    "spearman": math.nan, "pearson": math.nan,
-                    "fit": fit_desc if red.kind != "none" else None, "error": error}
-            if error is None:
-                _, ia, ib = td.unique[s]
-                cell.update(score_pairs(transformed[s], ia, ib, ps.scores))
-                cell["dim"] = int(transformed[s].shape[1])
-            cell["seconds"] = round(fit_s / len(td.pairsets) + time.perf_counter() - t1, 4)
-            out.append(cell)
-    return out
 
 
 def _averages(cells: list[dict], tasks: list[str]) -> list[dict]:

@@ -26,24 +26,24 @@ def _constant(v: np.ndarray) -> bool:
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation (average ranks for ties); ``nan`` if either side is constant."""
-    from scipy.stats import rankdata
+    """Spearman rank correlation (``scipy.stats.spearmanr``, average ranks for ties); ``nan`` if either
+    side is constant."""
+    from scipy.stats import spearmanr
 
     x, y = _check_pair(x, y)
     if _constant(x) or _constant(y):
         return math.nan
-    return pearson(rankdata(x), rankdata(y))
+    return float(spearmanr(x, y).statistic)
 
 
 def pearson(x, y) -> float:
-    """Pearson correlation; ``nan`` if either side is constant."""
+    """Pearson correlation (``scipy.stats.pearsonr``); ``nan`` if either side is constant."""
+    from scipy.stats import pearsonr
+
     x, y = _check_pair(x, y)
     if _constant(x) or _constant(y):
         return math.nan
-    xc = x - x.mean()
-    yc = y - y.mean()
-    r = float(np.dot(xc, yc) / math.sqrt(float(np.dot(xc, xc)) * float(np.dot(yc, yc))))
-    return max(-1.0, min(1.0, r))
+    return float(pearsonr(x, y).statistic)
 
 
 def cosine_scores(a: np.ndarray, b: np.ndarray, *, normalized: bool = False) -> np.ndarray:

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import os
 import time
-from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
 from ..fsutil import atomic_write_bytes
+from .tables import (
+    auto_grid_table,
+    auto_table,
+    classification_table,
+    fit_note,
+    fmt,
+    grid_table,
+    jsonable,
+    markdown_tables,
+    md_table,
+    splits,
+)
 
 PUBLISHED_FILE = "published_bert_whitening_zh.json"
 PROTOCOL_TEXT = {
@@ -22,29 +32,14 @@ PROTOCOL_TEXT = {
              "each pair), as in BERT-whitening's chn/eval.py; max_length 64 (128 for PAWSX)",
     "fit-train": "reducer fitted on the task's train split (or a named corpus), the chosen "
                  "splits scored; nothing of the scored split is seen when fitting",
+    "fit-valid": "reducer fitted on the task's valid split, the chosen splits (default test) scored; "
+                 "auto chooses on the valid split's labels; nothing of the scored split is seen when fitting",
 }
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def jsonable(obj):
-    """NaN / inf -> None recursively (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    return obj
-
-
-def fmt(x, scale: float = 100.0, nd: int = 2) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    return f"{x * scale:.{nd}f}"
-
-
 def load_published(path: str | os.PathLike | None = None) -> dict:
     if path is not None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -73,49 +68,6 @@ def match_published(results: dict, published: dict | None) -> list[dict]:
     return rows
 
 
-def fit_note(results: dict) -> str:
-    """What the reducers were fitted on, e.g. ``test (per task)``, from the cells' fit records."""
-    ons = sorted({c["fit"]["on"] for c in results["cells"] if c.get("fit")})
-    return ", ".join(ons) + " (per task)" if ons else "nothing (no reducer fitted)"
-
-
-def _configs(results: dict) -> list[tuple]:
-    seen = []
-    for c in results["cells"]:
-        key = (c["model_name"], c["pooling"], c["reducer"])
-        if key not in seen:
-            seen.append(key)
-    return seen
-
-
-def _splits(results: dict) -> list[str]:
-    order = {"train": 0, "valid": 1, "test": 2}
-    return sorted({c["split"] for c in results["cells"]}, key=lambda s: order.get(s, 9))
-
-
-def grid_table(results: dict, split: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of Spearman x 100: one row per (model, pooling, reducer), tasks + averages."""
-    tasks = results["settings"]["tasks"]
-    cell = {(c["model_name"], c["pooling"], c["reducer"], c["task"]): c for c in results["cells"]
-            if c["split"] == split}
-    avg = {(a["model_name"], a["pooling"], a["reducer"]): a for a in results["averages"] if a["split"] == split}
-    header = ["model", "pooling", "reducer", "dim"] + tasks + ["avg", "w-avg"]
-    rows = []
-    for m, p, r in _configs(results):
-        cs = [cell.get((m, p, r, t)) for t in tasks]
-        dim = next((c["dim"] for c in cs if c and c.get("dim")), None)
-        a = avg.get((m, p, r), {})
-        rows.append([m, p, r, str(dim or "—")] + [fmt(c["spearman"]) if c else "—" for c in cs]
-                    + [fmt(a.get("spearman_avg")), fmt(a.get("spearman_w_avg"))])
-    return header, rows
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def _data_rows(results: dict) -> list[list[str]]:
     rows = []
     for d in results["data"]:
@@ -139,9 +91,11 @@ def render_markdown(results: dict, published_rows: list[dict]) -> str:
              "- metric: Spearman × 100 of cosine similarity against the label (Pearson in results.json)",
              f"- reducers fitted on: {fit_note(results)}",
              ""]
-    for split in _splits(results):
-        h, rows = grid_table(results, split)
-        lines += [f"## Spearman × 100, {split} split", "", _md_table(h, rows), ""]
+    lines += [markdown_tables(results)]
+    h, rows = auto_grid_table(results)
+    if rows:
+        lines += ["## The auto grid: valid Spearman × 100 of every candidate (* = chosen)", "",
+                  md_table(h, rows), ""]
     errors = [c for c in results["cells"] if c.get("error")]
     if errors:
         lines += ["Cells that could not be computed:", ""]
@@ -150,107 +104,15 @@ def render_markdown(results: dict, published_rows: list[dict]) -> str:
         lines.append("")
     if published_rows:
         lines += ["## Against published numbers (BERT-whitening paper, Chinese)", "",
-                  _md_table(["model", "pooling", "reducer", "task", "ours", "published", "delta"],
+                  md_table(["model", "pooling", "reducer", "task", "ours", "published", "delta"],
                             [[r["model_name"], r["pooling"], r["reducer"], r["task"], fmt(r["ours"]),
                               f"{r['published']:.2f}", "—" if r["delta"] is None else f"{r['delta']:+.2f}"]
                              for r in published_rows]), ""]
-    lines += ["## Data", "", _md_table(["task", "split", "pairs", "skipped rows", "sha256"], _data_rows(results)),
+    lines += ["## Data", "", md_table(["task", "split", "pairs", "skipped rows", "sha256"], _data_rows(results)),
               "", "## Timings (seconds)", "",
-              _md_table(["stage", "s"], [[k, f"{v:.2f}"] for k, v in results["timings"].items()]), "",
+              md_table(["stage", "s"], [[k, f"{v:.2f}"] for k, v in results["timings"].items()]), "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v), ""]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# plots
-# --------------------------------------------------------------------------------------------
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def _main_split(results: dict) -> str:
-    splits = _splits(results)
-    return "test" if "test" in splits else splits[-1]
-
-
-def plot_dimension(results: dict) -> bytes:
-    """Spearman against output dimension: one panel per task, one line per (model, pooling, reducer kind)."""
-    from matplotlib.figure import Figure
-
-    split = _main_split(results)
-    tasks = results["settings"]["tasks"]
-    ncol = min(len(tasks), 3)
-    nrow = math.ceil(len(tasks) / ncol)
-    fig = Figure(figsize=(4.2 * ncol, 3.3 * nrow))
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    series: dict = defaultdict(dict)
-    for c in results["cells"]:
-        if c["split"] == split and c.get("dim") and math.isfinite(c["spearman"]):
-            series[(c["task"], c["model_name"], c["pooling"], c["reducer_kind"])][c["dim"]] = c["spearman"] * 100
-    kind_color = {"none": "0.45", "whitening": "C0", "pca": "C1", "jl": "C2"}
-    configs = sorted({(m, p) for (_, m, p, _) in series})
-    markers, styles = "os^Dv<>", ["-", "--", ":", "-."]
-    for i, task in enumerate(tasks):
-        ax = axes[i // ncol][i % ncol]
-        for (t, m, p, kind), pts in sorted(series.items()):
-            if t != task:
-                continue
-            ci = configs.index((m, p))
-            xs = sorted(pts)
-            label = f"{m} · {p} · {kind}"
-            style = dict(color=kind_color.get(kind, "C3"), marker=markers[ci % len(markers)])
-            if kind == "none":
-                ax.axhline(pts[xs[0]], ls=styles[ci % len(styles)], lw=1, color=style["color"])
-                ax.plot(xs, [pts[x] for x in xs], ls="none", label=label, **style)
-            else:
-                ax.plot(xs, [pts[x] for x in xs], ls=styles[ci % len(styles)], label=label, **style)
-        ax.set_title(f"{task} ({split})")
-        ax.set_xlabel("dimension")
-        ax.set_ylabel("Spearman × 100")
-        ax.grid(alpha=0.3)
-    for j in range(len(tasks), nrow * ncol):
-        axes[j // ncol][j % ncol].set_visible(False)
-    legend: dict = {}
-    for row in axes:
-        for ax in row:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                legend.setdefault(lab, h)
-    handles, labels = list(legend.values()), list(legend)
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
-                   bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(labels) / 4)))
-    fig.tight_layout()
-    return _png(fig)
-
-
-def plot_heatmap(results: dict) -> bytes:
-    """The grid as a heat-map of Spearman × 100 (rows: model / pooling / reducer; columns: tasks)."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    split = _main_split(results)
-    header, rows = grid_table(results, split)
-    cols = header[4:]
-    vals = np.array([[float(v) if v != "—" else np.nan for v in r[4:]] for r in rows], dtype=float)
-    labels = [f"{r[0]} · {r[1]} · {r[2]}" for r in rows]
-    fig = Figure(figsize=(1.1 * len(cols) + 3.5, 0.42 * len(rows) + 1.6))
-    ax = fig.subplots()
-    im = ax.imshow(np.ma.masked_invalid(vals), cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(cols)), cols)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    finite = vals[np.isfinite(vals)]
-    mid = float(finite.mean()) if finite.size else 0.0
-    for i in range(vals.shape[0]):
-        for j in range(vals.shape[1]):
-            if np.isfinite(vals[i, j]):
-                ax.text(j, i, f"{vals[i, j]:.1f}", ha="center", va="center", fontsize=8,
-                        color="white" if vals[i, j] < mid else "black")
-    ax.set_title(f"Spearman × 100 ({split} split, protocol {results['protocol']})")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    return _png(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,19 +145,27 @@ def render_html(results: dict, published_rows: list[dict], plots: dict[str, byte
              "<title>embedkit STS evaluation</title>", f"<style>{_CSS}</style></head><body>",
              "<h1>embedkit STS evaluation</h1>",
              f"<p><b>Protocol {e(results['protocol'])}</b>: {e(PROTOCOL_TEXT[results['protocol']])}.</p>",
-             f"<p>Data <code>{e(s['data_dir'])}</code>; tasks {e(', '.join(s['tasks']))}; splits "
+             (f"<p>Data <code>{e(s['data_dir'])}</code>; tasks {e(', '.join(s['tasks']))}; splits "
              f"{e(', '.join(s['splits']))}{e(limit_note)}."
              " Metric: Spearman × 100 of cosine similarity against the label. Reducers fitted on: "
-             f"{e(fit_note(results))}.</p>"]
-    for split in _splits(results):
+             f"{e(fit_note(results))}.</p>")]
+    for split in splits(results):
         h, rows = grid_table(results, split)
         parts += [f"<h2>Spearman × 100, {e(split)} split</h2>", _html_table(h, rows)]
+    for title, (h, rows) in (("Reducer chosen by auto (on the valid split's labels)", auto_table(results)),
+                             ("The auto grid: valid Spearman × 100 of every candidate (* = chosen)",
+                              auto_grid_table(results)),
+                             (("Same / not the same (0/1 tasks; × 100; threshold and probability fitted on "
+                              "the calibration split)"), classification_table(results))):
+        if rows:
+            parts += [f"<h2>{e(title)}</h2>", _html_table(h, rows)]
     captions = {"dimension": "Spearman against output dimension, per task and reducer",
-                "heatmap": "The grid at a glance"}
+                "heatmap": "The grid at a glance",
+                "reliability": "Reliability of the calibrated probability (isotonic, 10 bins)"}
     for name, png in plots.items():
         parts += [f"<h2>{e(captions.get(name, name))}</h2>",
-                  f"<img alt='{e(captions.get(name, name))}' src='data:image/png;base64,"
-                  f"{base64.b64encode(png).decode('ascii')}'>"]
+                  (f"<img alt='{e(captions.get(name, name))}' src='data:image/png;base64,"
+                  f"{base64.b64encode(png).decode('ascii')}'>")]
     if published_rows:
         parts += ["<h2>Against published numbers (BERT-whitening paper, Chinese)</h2>",
                   _html_table(["model", "pooling", "reducer", "task", "ours", "published", "delta"],
@@ -327,7 +197,14 @@ def write_report(results: dict, out_dir: str | os.PathLike, *, published: dict |
     pub_rows = match_published(results, pub)
     results["published"] = {"source": pub.get("source"), "provenance": pub.get("provenance"),
                             "rows": pub_rows} if pub else None
-    figs = {"dimension": plot_dimension(results), "heatmap": plot_heatmap(results)} if plots else {}
+    figs = {}
+    if plots:
+        from .plots import plot_dimension, plot_heatmap, plot_reliability
+
+        figs = {"dimension": plot_dimension(results), "heatmap": plot_heatmap(results)}
+        rel = plot_reliability(results)
+        if rel is not None:
+            figs["reliability"] = rel
     md = render_markdown(results, pub_rows)
     page = render_html(results, pub_rows, figs)
     results["timings"]["report_s"] = round(time.perf_counter() - t0, 3)

@@ -1,0 +1,200 @@
+"""Building an index directory: one entry over ``(documents, raw vectors)`` batches; building from
+texts is a thin layer that encodes each chunk through the query path."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..corpus import Doc, chunked
+from ..errors import InputError
+from ..provenance import versions
+from ..querypath import QueryPath
+from ..reducers import Reducer, make_reducer
+from ..stores import store_class, store_for_index
+from . import directory as dirs
+from .manifest import FORMAT, FORMAT_VERSION, now, write_manifest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 4096          # documents encoded and added per step while streaming
+DEFAULT_FIT_SAMPLE = 50_000   # documents the reducer is fitted on
+METRICS = ("cosine", "ip", "l2")
+
+
+def check_docs(docs: list[Doc], seen: set[str]) -> None:
+    for d in docs:
+        if not isinstance(d.id, str) or not d.id:
+            raise InputError(f"document id {d.id!r} must be a non-empty string")
+        if not isinstance(d.text, str) or not d.text.strip():
+            raise InputError(f"document {d.id!r} has empty text")
+        if d.id in seen:
+            raise InputError(f"duplicate id {d.id!r}; ids must be unique")
+        seen.add(d.id)
+
+
+def build_index(cls, directory, docs: Iterable[Doc], *, encoder=None, model: str | None = None,
+                pooling: str = "model", max_length: int = 64, normalize: str = "none",
+                chunk_size: int = DEFAULT_CHUNK, batch_size: int | None = None,
+                show_progress_bar: bool | None = None, runtime: str = "torch", device: str | None = None,
+                expected_size: int | None = None, **options):
+    """Encode ``docs`` chunk by chunk and build. ``options``: see :func:`build_from_batches`."""
+    from ..encoder import Encoder
+
+    if not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    _check_options(options)
+    normalizer = None
+    if normalize not in (None, "none"):
+        from ..textnorm import TextNormalizer
+
+        normalizer = TextNormalizer(normalize)
+    encoder = encoder or Encoder(model, pooling=pooling, max_length=max_length, backend=runtime, device=device)
+    qp = QueryPath(encoder, make_reducer(options.pop("reduce", "none")), options.pop("metric", "cosine"),
+                   normalizer=normalizer)
+    if expected_size is None and hasattr(docs, "__len__"):
+        expected_size = len(docs)
+
+    def batches():
+        for chunk in chunked(docs, chunk_size):
+            yield chunk, qp.encode_raw([d.text for d in chunk], batch_size=batch_size,
+                                       show_progress_bar=show_progress_bar)
+
+    return build_from_batches(cls, directory, batches(), query_path=qp, expected_size=expected_size, **options)
+
+
+def _check_options(options: dict) -> None:
+    metric = options.get("metric", "cosine")
+    if metric not in METRICS:
+        raise InputError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
+    fs = options.get("fit_sample", DEFAULT_FIT_SAMPLE)
+    if not isinstance(fs, int) or fs <= 0:
+        raise InputError(f"fit_sample must be a positive integer, got {fs!r}")
+
+
+def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPath | None = None,
+                       encoder=None, reduce: str | Reducer = "none", metric: str = "cosine",
+                       index: str = "flat", index_params: dict | None = None, fit_sample: int = DEFAULT_FIT_SAMPLE,
+                       expected_size: int | None = None, overwrite: bool = False, final_vectors: bool = False,
+                       extra_manifest: dict | None = None):
+    """Build a new index directory from ``(documents, raw encoder vectors)`` batches.
+
+    The reducer is fitted on the first ``fit_sample`` documents; an IVF quantizer is sized for
+    ``expected_size`` documents (≈ 4·√N lists) and trained on enough leading documents for that
+    (39 per list), falling back to what the stream provides. With ``final_vectors`` the vectors
+    already went through the query path's (fitted) reducer: nothing is fitted or projected."""
+    _check_options({"metric": metric, "fit_sample": fit_sample})
+    if query_path is None:
+        if encoder is None:
+            raise InputError("build_from_vectors needs the query path (or the encoder) the vectors came from")
+        query_path = QueryPath(encoder, make_reducer(reduce), metric)
+    qp = query_path
+    directory = Path(directory)
+    store_name = store_for_index(index)
+    store_cls = store_class(store_name)
+    if hasattr(store_cls, "preflight"):
+        store_cls.preflight(index, directory, index_params)
+    prepare_build_dir(directory, overwrite)
+    from ..stores.faiss_backend import train_size_for
+
+    want = max(fit_sample, train_size_for(index, expected_size or 0))
+    t0 = time.perf_counter()
+    tmp = dirs.new_tmp(directory)
+    builder = None
+    try:
+        sample_docs, sample_raw, rest = _take_sample(batches, want)
+        if final_vectors:
+            sample_vecs = sample_raw
+        else:
+            qp.reducer.fit(sample_raw[:fit_sample])
+            sample_vecs = qp.project(sample_raw)
+        del sample_raw
+        project = (lambda x: np.asarray(x, dtype=np.float32)) if final_vectors else qp.project
+        builder = store_cls.create(directory, tmp=tmp, index=index, dim=qp.reducer.output_dim, metric=qp.metric,
+                                   n_train=len(sample_docs), expected_size=max(expected_size or 0, len(sample_docs)),
+                                   params=index_params, overwrite=overwrite)
+        if builder.needs_training:
+            log.info("training %s on %d vectors", index, len(sample_docs))
+            builder.train(sample_vecs)
+        builder.add(sample_docs, sample_vecs)
+        n = len(sample_docs)
+        seen = {d.id for d in sample_docs}
+        for chunk, raw in rest:
+            check_docs(chunk, seen)
+            builder.add(chunk, project(raw))
+            n += len(chunk)
+        desc = builder.finish()
+        qp.reducer.save(tmp)
+        enc_cfg = dict(qp.encoder_config)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "created_at": now(), "updated_at": now(),
+            "build_id": uuid.uuid4().hex, "encoder": enc_cfg,
+            "normalize": getattr(qp.normalizer, "spec", "none") if qp.normalizer is not None else "none",
+            "reducer": {"spec": qp.reducer.spec, "dim_in": qp.reducer.n_features_in_,
+                        "dim_out": qp.reducer.output_dim, "fitted_on": qp.reducer.n_samples_fit_},
+            "index": desc, "metric": qp.metric, "dim": qp.reducer.output_dim, "count": n, "next_iid": n,
+            "expected_size": expected_size, "versions": versions(store_name),
+            "build_seconds": round(time.perf_counter() - t0, 3),
+        }
+        manifest.update(extra_manifest or {})
+        write_manifest(tmp, manifest)
+        with dirs.writer_lock(directory):
+            if not overwrite and (directory / dirs.CURRENT).exists():
+                raise InputError(f"{str(directory)!r} already holds an index (another build finished first); use "
+                                 "--overwrite to replace it")
+            gen = dirs.publish(directory, tmp)
+            key = dirs.current_key(directory)
+        if hasattr(builder, "published"):
+            builder.published()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if builder is not None:
+            builder.abort()
+        raise
+    log.info("built %s: %d documents, %s, %s, dim %d, %.1fs", directory, n, qp.reducer.spec,
+             desc.get("factory"), manifest["dim"], manifest["build_seconds"])
+    from .core import _open_store
+
+    return cls(directory, manifest, qp, _open_store(directory, gen, manifest), gen, key)
+
+
+def _take_sample(batches: Iterator, want: int):
+    """The leading ``want`` documents (at least one chunk) and their raw vectors, plus the rest."""
+    batches = iter(batches)
+    docs: list[Doc] = []
+    raws: list[np.ndarray] = []
+    seen: set[str] = set()
+    for chunk, raw in batches:
+        check_docs(chunk, seen)
+        if len(chunk) != len(raw):
+            raise InputError(f"got {len(chunk)} documents but {len(raw)} vectors")
+        docs += chunk
+        raws.append(np.asarray(raw, dtype=np.float32))
+        if len(docs) >= want:
+            break
+    if not docs:
+        raise InputError("no documents to index")
+    return docs, np.concatenate(raws), batches
+
+
+def prepare_build_dir(directory: Path, overwrite: bool) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"output path {str(directory)!r} exists and is not a directory")
+    if directory.is_dir():
+        if (directory / dirs.CURRENT).exists():
+            if not overwrite:
+                raise InputError(f"{str(directory)!r} already holds an index; use --overwrite to replace "
+                                 "it or `embedkit index add` to extend it")
+        else:
+            stray = [p.name for p in directory.iterdir() if not p.name.startswith(".tmp-gen-")
+                     and not dirs.GEN.match(p.name) and p.name not in (dirs.LOCK, "milvus.db")]
+            if stray:
+                raise InputError(f"output directory {str(directory)!r} is not empty and is not an embedkit "
+                                 f"index (it contains {stray[:3]}); choose a new directory")
+    directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,378 @@
+"""``EmbedIndex``: one query path over one store, persisted as one directory.
+
+Concurrency contract
+--------------------
+* **Readers** (searches, ``get``, ``len``) work on an immutable snapshot and never wait for a writer.
+  Before each read the index checks ``CURRENT`` (one ``stat``); when another process or object has
+  committed, it switches to the new generation (reusing the unchanged base and segments).
+* **Writers** (``add``, ``delete``, ``compact``, builds) may run in any number of processes and
+  threads. Texts are encoded and staged *before* the directory lock is taken; the lock is then held
+  across the commit, which re-reads the latest committed state, re-validates the change against it
+  (ids still new, ids still present, same build), and publishes a new generation. No writer ever
+  overwrites or deletes another writer's committed work. A rebuild (``--overwrite``) between a
+  writer's encoding and its commit makes the commit fail with a message (its vectors came from a
+  different query path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..corpus import Doc, chunked
+from ..errors import IndexFormatError, InputError
+from ..filters import Filter
+from ..reducers import Reducer
+from ..stores import store_class
+from . import directory as dirs
+from .manifest import now, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 4096          # documents encoded and added per step while streaming
+COMPACT_SEGMENTS = 32         # compact automatically past this many delta segments ...
+COMPACT_FRACTION = 0.10       # ... or once pending changes exceed this fraction of the base
+
+
+@dataclass
+class Hit:
+    id: str
+    text: str
+    score: float
+    metadata: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+class EmbedIndex:
+    """Query path + store, persisted as one directory (see the module docstring for concurrency)."""
+
+    def __init__(self, directory: Path, manifest: dict, query_path, store, generation: Path, key=None):
+        self.directory = Path(directory)
+        self.query_path = query_path
+        self._state = (manifest, store, generation, key)
+        self._lock = threading.RLock()      # serialises this object's writers and reloads
+        self.auto_compact = True
+
+    manifest = property(lambda self: self._state[0])
+    store = property(lambda self: self._state[1])
+    backend = store  # the name older code used
+    generation = property(lambda self: self._state[2])
+
+    @property
+    def encoder(self):
+        return self.query_path.encoder
+
+    @property
+    def reducer(self) -> Reducer:
+        return self.query_path.reducer
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def metric(self) -> str:
+        return self.manifest["metric"]
+
+    def __len__(self) -> int:
+        self.refresh()
+        return int(self.store.count())
+
+    # -- opening and refreshing -------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, encoder=None, model: str | None = None,
+             backend: str = "torch", device: str | None = None) -> "EmbedIndex":
+        """Open an index directory and rebuild its query path from the manifest.
+
+        The model loads on first use. ``encoder`` (an already-loaded Encoder) or ``model`` may replace
+        the recorded model, e.g. after moving the index to another machine; its pooling, max_length
+        and dimension must match."""
+        from .querypaths import query_path_from_manifest
+
+        directory = Path(directory)
+        for attempt in range(5):  # a concurrent commit may remove the generation we were reading
+            key = dirs.current_key(directory)
+            gen = dirs.current_generation(directory)
+            try:
+                manifest = read_manifest(gen)
+                qp = query_path_from_manifest(gen, manifest, encoder=encoder, model=model, runtime=backend,
+                                              device=device)
+                store = _open_store(directory, gen, manifest)
+            except IndexFormatError:
+                if attempt < 4 and dirs.current_key(directory) != key:
+                    continue
+                raise
+            return cls(directory, manifest, qp, store, gen, key)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def refresh(self) -> bool:
+        """Switch to the latest committed generation if another writer committed one."""
+        key = dirs.current_key(self.directory)
+        if key == self._state[3] or key is None:
+            return False
+        with self._lock:
+            if key == self._state[3]:
+                return False
+            self._reload()
+            return True
+
+    def _reload(self) -> None:
+        for attempt in range(5):
+            key = dirs.current_key(self.directory)
+            gen = dirs.current_generation(self.directory)
+            try:
+                manifest = read_manifest(gen)
+                if manifest.get("build_id") != self.manifest.get("build_id"):
+                    from .querypaths import query_path_from_manifest
+
+                    self.query_path = query_path_from_manifest(gen, manifest, runtime=self.query_path.runtime,
+                                                               device=self.query_path.device)
+                store = _open_store(self.directory, gen, manifest, previous=self.store)
+            except IndexFormatError:
+                if attempt < 4 and dirs.current_key(self.directory) != key:
+                    continue
+                raise
+            self._state = (manifest, store, gen, key)
+            return
+
+    # -- the query path ---------------------------------------------------------------------------
+    def embed(self, texts, *, batch_size: int | None = None, show_progress_bar: bool | None = None) -> np.ndarray:
+        """The query path: normalise → encode → reduce → L2 (cosine). Documents go through it too."""
+        return self.query_path.embed(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+
+    # -- reads ------------------------------------------------------------------------------------
+    def check_k(self, k) -> int:
+        """The library's k rule (the CLI and the API use it too): k must be a positive integer; a k
+        larger than the number of documents returns every document (ranked)."""
+        return check_k(k)
+
+    def search(self, queries, k: int = 10, *, filter: dict | None = None,
+               min_score: float | None = None) -> list[list[Hit]]:
+        """Top-k hits for a query string or a list of them (a list of hit lists, one per query)."""
+        qs = [queries] if isinstance(queries, str) else list(queries)
+        for i, q in enumerate(qs):
+            if not isinstance(q, str) or not q.strip():
+                raise InputError(f"query {i} is {q!r}; queries must be non-empty strings")
+        check_k(k)
+        flt = Filter.parse(filter)
+        return self.search_vectors(self.embed(qs), k, filter=flt, min_score=min_score)
+
+    def search_vectors(self, vectors: np.ndarray, k: int, *, filter=None,
+                       min_score: float | None = None) -> list[list[Hit]]:
+        from ..stores.faiss_backend import as_f32
+
+        vectors = as_f32(vectors, self.dim, "query vectors")
+        k = check_k(k)
+        flt = Filter.parse(filter)
+        self.refresh()
+        rows = self.store.search(vectors, k, flt)
+        return [[Hit(i, t, s, m) for s, i, t, m in row if min_score is None or s >= min_score] for row in rows]
+
+    def get(self, doc_id: str) -> Hit | None:
+        """A document by id (score 1.0), or None."""
+        self.refresh()
+        d = self.store.get(doc_id)
+        return None if d is None else Hit(d[0], d[1], 1.0, d[2])
+
+    def info(self) -> dict:
+        self.refresh()
+        m = dict(self.manifest)
+        m["directory"] = str(self.directory)
+        m["generation"] = self.generation.name
+        m["count"] = self.store.count()
+        m["size_bytes"] = dirs.dir_size(self.generation) + int(getattr(self.store, "external_bytes", lambda: 0)())
+        return m
+
+    # -- building (see build.py) ------------------------------------------------------------------
+    @classmethod
+    def build(cls, directory, docs: Iterable[Doc], **kwargs) -> "EmbedIndex":
+        """Stream ``docs`` in chunks (encode → reduce → add) into a new index directory; see
+        :func:`embedkit.index.build.build_index` for the options."""
+        from .build import build_index
+
+        return build_index(cls, directory, docs, **kwargs)
+
+    @classmethod
+    def build_from_vectors(cls, directory, batches, **kwargs) -> "EmbedIndex":
+        """Build from ``(documents, raw encoder vectors)`` batches (vectors computed elsewhere, e.g. by Ray)."""
+        from .build import build_from_batches
+
+        return build_from_batches(cls, directory, batches, **kwargs)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def add(self, docs: Iterable[Doc], *, chunk_size: int = DEFAULT_CHUNK, batch_size: int | None = None,
+            show_progress_bar: bool | None = None) -> int:
+        """Encode and add documents with new ids (all or nothing). Returns how many were added."""
+        from .build import check_docs
+
+        def batches():
+            seen: set[str] = set()
+            for chunk in chunked(docs, chunk_size):
+                check_docs(chunk, seen)
+                self._reject_existing(self.store, chunk)
+                yield chunk, self.embed([d.text for d in chunk], batch_size=batch_size,
+                                        show_progress_bar=show_progress_bar)
+
+        return self._add_batches(batches())
+
+    def add_vectors(self, docs: list[Doc], vectors: np.ndarray) -> int:
+        """Add documents whose vectors were already computed with :meth:`embed`."""
+        from ..stores.faiss_backend import as_f32
+        from .build import check_docs
+
+        vectors = as_f32(vectors, self.dim, "document vectors")
+        if len(docs) != vectors.shape[0]:
+            raise InputError(f"got {len(docs)} documents but {vectors.shape[0]} vectors")
+        check_docs(docs, set())
+        self._reject_existing(self.store, docs)
+        return self._add_batches(iter([(list(docs), vectors)]))
+
+    @staticmethod
+    def _reject_existing(store, docs) -> None:
+        dup = store.existing_ids(d.id for d in docs)
+        if dup:
+            raise InputError(f"id {sorted(dup)[0]!r} is already in the index ({len(dup)} duplicate id(s) in "
+                             "this batch); nothing was added")
+
+    def _add_batches(self, batches) -> int:
+        build_id = self.manifest.get("build_id")
+        if not self.store.LOCAL:
+            return self._add_remote(batches)
+        tmp = dirs.new_tmp(self.directory)
+        try:
+            staged, n = [], 0
+            for chunk, vecs in batches:  # encoded and written before the lock is taken
+                staged.append(self.store.stage(tmp, chunk, vecs))
+                n += len(chunk)
+            if n == 0:
+                raise InputError("no documents to add")
+            with self._lock, dirs.writer_lock(self.directory):
+                self._reload_locked(build_id)
+                ids = [d[0] for s in staged for d in s.docs]
+                if len(set(ids)) != len(ids):
+                    raise InputError("duplicate ids in the documents added; nothing was added")
+                self._reject_existing(self.store, [Doc(i, "x") for i in ids])
+                next_iid = int(self.manifest["next_iid"])
+                placed = []
+                for s in staged:
+                    placed.append(s.at(next_iid))
+                    next_iid += s.added
+                self._commit(tmp, self.store.commit(placed), next_iid=next_iid)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return n
+
+    def _add_remote(self, batches) -> int:
+        with self._lock:
+            return self.store.add_batches(batches)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id (all or nothing: an unknown id is an error). Returns the count."""
+        ids = ids_to_delete(ids)
+        build_id = self.manifest.get("build_id")
+        if not self.store.LOCAL:
+            with self._lock:
+                require_known(ids, self.store.existing_ids(ids))
+                return self.store.delete(ids)
+        require_known(ids, self.store.existing_ids(ids))  # early, friendly error
+        tmp = dirs.new_tmp(self.directory)
+        try:
+            with self._lock, dirs.writer_lock(self.directory):
+                self._reload_locked(build_id)
+                found = self.store.iids_for(ids)
+                require_known(ids, found)
+                seg = self.store.stage(tmp, [], None, deleted=sorted(found.values()))
+                self._commit(tmp, self.store.commit([seg.at(int(self.manifest["next_iid"]))]),
+                             next_iid=int(self.manifest["next_iid"]))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return len(ids)
+
+    def compact(self) -> bool:
+        """Fold delta segments and deletions into a new base (atomic, crash-safe). False if nothing to do."""
+        if not self.store.LOCAL:
+            return False
+        with self._lock, dirs.writer_lock(self.directory):
+            self._reload_locked(None)
+            return self._compact_locked()
+
+    def _compact_locked(self) -> bool:
+        if not self.store.segments:
+            return False
+        tmp = dirs.new_tmp(self.directory)
+        try:
+            dirs.link_files(self.generation, tmp)
+            self._publish(tmp, self.store.compact(tmp), next_iid=int(self.manifest["next_iid"]))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return True
+
+    def _reload_locked(self, build_id) -> None:
+        """Under the lock: adopt the latest committed state; refuse if the index was rebuilt."""
+        if dirs.current_key(self.directory) != self._state[3]:
+            self._reload()
+        if build_id is not None and self.manifest.get("build_id") != build_id:
+            raise InputError(f"the index in {str(self.directory)!r} was rebuilt by another writer while this "
+                             "change was being prepared; nothing was written — load it again and retry")
+
+    def _commit(self, tmp: Path, store, *, next_iid: int) -> None:
+        dirs.link_files(self.generation, tmp)
+        self._publish(tmp, store, next_iid=next_iid)
+        if self.auto_compact and store.needs_compaction(COMPACT_SEGMENTS, COMPACT_FRACTION):
+            self._compact_locked()
+
+    def _publish(self, tmp: Path, store, *, next_iid: int) -> None:
+        manifest = dict(self.manifest, index=store.describe(), count=store.count(), next_iid=next_iid,
+                        updated_at=now())
+        write_manifest(tmp, manifest)
+        gen = dirs.publish(self.directory, tmp)
+        key = dirs.current_key(self.directory)
+        self._state = (manifest, store, gen, key)
+
+    def check(self) -> list[str]:
+        """Verify ids, counts and files across base, segments and deletions; a list of problems."""
+        from .check import check_index
+
+        return check_index(self)
+
+
+def _open_store(directory: Path, gen: Path, manifest: dict, previous=None):
+    desc = manifest["index"]
+    cls = store_class(desc.get("backend", "faiss"))
+    prev = previous if previous is not None and previous.__class__ is cls else None
+    return cls.open(directory, gen, desc, manifest["dim"], manifest["metric"], expected_count=manifest["count"],
+                    previous=prev)
+
+
+def ids_to_delete(ids: Iterable) -> list[str]:
+    """Distinct ids as strings, in order; an empty request is an error."""
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    if not ids:
+        raise InputError("no ids to delete")
+    return ids
+
+
+def require_known(ids: list[str], found) -> None:
+    """All-or-nothing deletes: an id missing from ``found`` rejects the whole request."""
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise InputError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown id(s)); "
+                         "nothing was deleted")

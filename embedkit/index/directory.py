@@ -1,0 +1,131 @@
+"""The index directory: generations, the ``CURRENT`` pointer, the writer lock, garbage collection.
+
+Layout::
+
+    DIR/CURRENT          name of the live generation ("gen-00000007\\n"), replaced atomically
+    DIR/LOCK             flock(2) target: one writer commits at a time, across processes
+    DIR/gen-00000007/    one complete, immutable generation: manifest.json + the files it names
+
+A commit prepares ``DIR/.tmp-gen-<pid>-<random>/`` (hard links to the previous generation's files
+plus what changed), fsyncs it, renames it to the next ``gen-N`` and switches ``CURRENT``, all under
+the lock. A process killed at any point leaves ``CURRENT`` naming a complete generation; the kernel
+releases its lock; its temporary directory is removed by the next writer once the process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import IndexFormatError
+from ..fsutil import atomic_write_bytes, fsync_dir, make_readable
+
+CURRENT = "CURRENT"
+LOCK = "LOCK"
+MANIFEST = "manifest.json"
+GEN = re.compile(r"^gen-(\d{8})$")
+TMP = re.compile(r"^\.tmp-gen-(\d+)-")
+
+
+def current_generation(directory: Path) -> Path:
+    directory = Path(directory)
+    if not directory.exists():
+        raise IndexFormatError(f"index directory {str(directory)!r} does not exist")
+    if not directory.is_dir():
+        raise IndexFormatError(f"index path {str(directory)!r} is not a directory")
+    cur = directory / CURRENT
+    if not cur.is_file():
+        raise IndexFormatError(f"{str(directory)!r} is not a complete embedkit index (no {CURRENT} file; "
+                               "an interrupted first build leaves this state — build it again)")
+    name = cur.read_text(encoding="utf-8", errors="replace").strip()
+    if not GEN.match(name) or not (directory / name).is_dir():
+        raise IndexFormatError(f"{cur} names generation {name!r}, which is missing or invalid")
+    return directory / name
+
+
+def current_key(directory: Path):
+    """A cheap fingerprint of ``CURRENT`` (changes whenever another process commits)."""
+    try:
+        st = os.stat(Path(directory) / CURRENT)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@contextlib.contextmanager
+def writer_lock(directory: Path):
+    """Hold the index directory's exclusive writer lock (released by the kernel if we die)."""
+    fd = os.open(Path(directory) / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def new_tmp(directory: Path) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-gen-{os.getpid()}-", dir=directory))
+    make_readable(tmp, directory=True)
+    return tmp
+
+
+def link_files(src: Path, dst: Path, skip=(MANIFEST,)) -> None:
+    """Hard-link every file of generation ``src`` into ``dst`` (O(1) per file; never copied)."""
+    for p in src.iterdir():
+        if p.is_file() and p.name not in skip and not (dst / p.name).exists():
+            os.link(p, dst / p.name)
+
+
+def _next_number(directory: Path) -> int:
+    nums = [int(m.group(1)) for p in directory.iterdir() if (m := GEN.match(p.name))]
+    return max(nums, default=0) + 1
+
+
+def publish(directory: Path, tmp: Path) -> Path:
+    """Rename a finished temporary generation into place and switch CURRENT to it (caller holds the lock)."""
+    for p in tmp.iterdir():
+        if p.is_file() and p.stat().st_nlink == 1:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_dir(tmp)
+    final = directory / f"gen-{_next_number(directory):08d}"
+    os.rename(tmp, final)
+    fsync_dir(directory)
+    atomic_write_bytes(directory / CURRENT, (final.name + "\n").encode())
+    collect_garbage(directory, final)
+    return final
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+def collect_garbage(directory: Path, live: Path, *, own_tmp: bool = False) -> None:
+    """Remove generations other than ``live`` and temporary directories of dead processes (or, with
+    ``own_tmp``, this process's abandoned ones). Readers that loaded an older generation keep their
+    open files: removing a directory entry never disturbs an open file."""
+    for p in directory.iterdir():
+        if p == live:
+            continue
+        if GEN.match(p.name):
+            shutil.rmtree(p, ignore_errors=True)
+        elif (m := TMP.match(p.name)) and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+        elif own_tmp and m and int(m.group(1)) == os.getpid():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

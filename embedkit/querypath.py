@@ -1,0 +1,124 @@
+"""The query path: everything that turns a text into the vector an index stores or searches with.
+
+Documents and queries always pass through the same object, rebuilt from the index manifest:
+
+    text --normalise--> encoder (model, pooling, max_length) --raw--> reducer --> L2 (cosine) --> vector
+
+It has two halves so a server can batch the expensive one: :meth:`encode_raw` (text stage + model,
+un-normalised float32) and :meth:`project` (reducer + normalisation; cheap, thread-safe). The
+encoder is loaded lazily, so commands that never encode (``index delete``, ``index info``) never load
+a model. Later stages (calibration of scores) hang off the same object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+
+import numpy as np
+
+from .errors import EmbedkitError, IndexFormatError
+from .reducers import Reducer
+
+
+def finish_vectors(vecs: np.ndarray, metric: str) -> np.ndarray:
+    """L2-normalise for cosine; otherwise just contiguous float32."""
+    if metric == "cosine":
+        from .encoder import l2_normalize
+
+        return l2_normalize(vecs)
+    return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+class QueryPath:
+    """Encoder + text stage + reducer + metric (+ optional calibration).
+
+    ``encoder`` is an encoder object or ``None``; with ``None`` it is built on first use from
+    ``encoder_config`` (``model``, ``pooling``, ``max_length``) plus ``runtime``/``device``."""
+
+    def __init__(self, encoder, reducer: Reducer, metric: str, *, encoder_config: dict | None = None,
+                 normalizer=None, calibration=None, runtime: str = "torch", device: str | None = None):
+        self._encoder = encoder
+        self.reducer = reducer
+        self.metric = metric
+        self.encoder_config = dict(encoder_config or (encoder.describe() if encoder is not None else {}))
+        self.encoder_config.pop("backend", None)
+        self.normalizer = normalizer
+        self.calibration = calibration
+        self.runtime = runtime
+        self.device = device
+        self._lock = threading.Lock()
+
+    # -- the encoder, loaded on demand ----------------------------------------------------------
+    @property
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = self._load_encoder()
+        return self._encoder
+
+    def _load_encoder(self):
+        from .encoder import Encoder
+
+        cfg = self.encoder_config
+        try:
+            enc = Encoder(cfg["model"], pooling=cfg["pooling"], max_length=cfg["max_length"],
+                          backend=self.runtime, device=self.device)
+        except EmbedkitError as e:
+            raise type(e)(f"cannot load the index's model {cfg['model']!r}: {e}") from None
+        check_encoder(enc, cfg)
+        return enc
+
+    # -- the two halves ---------------------------------------------------------------------------
+    def prepare(self, texts: list[str]) -> list[str]:
+        """The text stage (normalisation) alone."""
+        return list(texts) if self.normalizer is None else self.normalizer(list(texts))
+
+    def encode_raw(self, texts, *, batch_size: int | None = None, show_progress_bar: bool | None = None):
+        """Texts → the encoder's un-normalised float32 rows (text stage applied)."""
+        single = isinstance(texts, str)
+        batch = self.prepare([texts] if single else list(texts))
+        raw = self.encoder.encode(batch, normalize=False, batch_size=batch_size,
+                                  show_progress_bar=show_progress_bar)
+        return raw[0] if single else raw
+
+    def project(self, raw: np.ndarray) -> np.ndarray:
+        """Raw encoder rows → stored/searched vectors: reducer, then L2 for cosine."""
+        raw = np.asarray(raw, dtype=np.float32)
+        single = raw.ndim == 1
+        out = finish_vectors(self.reducer.transform(raw[None, :] if single else raw), self.metric)
+        return out[0] if single else out
+
+    def embed(self, texts, *, batch_size: int | None = None, show_progress_bar: bool | None = None):
+        return self.project(self.encode_raw(texts, batch_size=batch_size, show_progress_bar=show_progress_bar))
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.reducer.output_dim)
+
+    def describe(self) -> dict:
+        """What determines the vectors (recorded in the manifest, compared by calibration files)."""
+        cfg = self.encoder_config
+        return {"model": str(cfg.get("model")), "pooling": cfg.get("pooling"), "max_length": cfg.get("max_length"),
+                "encoder_dim": cfg.get("dim"), "reducer": self.reducer.spec, "metric": self.metric,
+                "normalize": getattr(self.normalizer, "spec", "none") if self.normalizer is not None else "none"}
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.describe(), sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_encoder(encoder, cfg: dict) -> None:
+    """An encoder may replace the recorded one only if it produces the same kind of vectors."""
+    got = encoder.describe()
+    for key in ("pooling", "max_length", "dim"):
+        if key in cfg and got[key] != cfg[key]:
+            raise IndexFormatError(f"the encoder's {key} is {got[key]!r} but the index was built with "
+                                   f"{cfg[key]!r}; documents and queries must go through the same path")

@@ -1,0 +1,265 @@
+"""Request and response models.
+
+Request models carry the server's limits (texts per request, characters per text, top_k), so they are
+built per app by :func:`make_schemas` from its :class:`~embedkit.server.settings.Settings`; ``/docs`` shows the
+limits in force. Every text must be a real string with some non-whitespace character: no numbers,
+no nulls, no token-id arrays.
+
+Every rule the server enforces is stated in the published schema (the API accepts exactly what its
+OpenAPI document says): non-blank text is ``pattern: \\S``, "exactly one of query/queries" is a
+``oneOf``, integers are JSON Schema integers (``4.0`` is one, so it is accepted as 4).
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .settings import Settings
+
+FILTER_FIELD = r"^[A-Za-z_][A-Za-z0-9_\-]*$"  # the document store's rule for metadata field names
+
+
+def _scalar(v: Any) -> Any:
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    raise PydanticCustomError("filter_value", "filter values must be a string, number, boolean or null")
+
+
+FilterValue = Annotated[Any, AfterValidator(_scalar),
+                        WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
+
+
+# "Some character that is not whitespace", whitespace as Python's str.isspace() knows it, written out
+# so that JSON Schema's (ECMA 262) regex engine and Python's read the published pattern alike (their \\s
+# differ: ECMA's lacks U+001C..U+001F and U+0085, and has U+FEFF). The check below uses this very regex.
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_NOT_BLANK_RE = re.compile(NOT_BLANK)
+
+
+def _not_blank(v: str) -> str:
+    if _NOT_BLANK_RE.search(v) is None:
+        raise PydanticCustomError("blank_string", "must contain non-whitespace text")
+    return v
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema's ``integer`` includes numbers with a zero fraction (``4.0``); pass them on as ints.
+    Everything else (strings, booleans, 2.5) reaches the strict int check and is refused there."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def int_type(**constraints):
+    """A strict JSON integer (no strings, no booleans, no fractions) that accepts ``4.0`` as 4."""
+    return Annotated[int, Field(strict=True, **constraints), BeforeValidator(_integral)]
+
+
+def _one_or_many(v: Any) -> Any:
+    """OpenAI-style input: a single string stands for a list of one."""
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list) and v and all(isinstance(x, (int, list)) and not isinstance(x, bool) for x in v):
+        raise PydanticCustomError("token_input", "token-id arrays are not supported by this server; send text")
+    return v
+
+
+def text_type(max_chars: int):
+    return Annotated[str, Field(strict=True, min_length=1, max_length=max_chars,
+                                json_schema_extra={"pattern": NOT_BLANK}), AfterValidator(_not_blank)]
+
+
+def texts_type(max_texts: int, max_chars: int, *, single_ok: bool):
+    item = text_type(max_chars)
+    if not single_ok:
+        return Annotated[list[item], Field(min_length=1, max_length=max_texts)]
+    one = {"type": "string", "minLength": 1, "maxLength": max_chars, "pattern": NOT_BLANK}
+    schema = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": max_texts}]}
+    return Annotated[list[item], BeforeValidator(_one_or_many), Field(min_length=1, max_length=max_texts),
+                     WithJsonSchema(schema)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Schemas:
+    SearchRequest: type[BaseModel]
+    EncodeRequest: type[BaseModel]
+    EmbeddingsRequest: type[BaseModel]
+    DocumentIn: type[BaseModel]
+    AddDocumentsRequest: type[BaseModel]
+
+
+def make_schemas(s: Settings) -> Schemas:
+    Text = text_type(s.max_chars)
+    Texts = texts_type(s.max_texts, s.max_chars, single_ok=False)
+    OneOrMany = texts_type(s.max_texts, s.max_chars, single_ok=True)
+    Filter = Annotated[dict[Annotated[str, Field(pattern=FILTER_FIELD, max_length=64)], FilterValue],
+                       Field(min_length=1, max_length=s.max_filter_fields),
+                       WithJsonSchema({"type": "object", "propertyNames": {"pattern": FILTER_FIELD, "maxLength": 64},
+                                       "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+                                       "minProperties": 1, "maxProperties": s.max_filter_fields})]
+
+    class SearchRequest(_Strict):
+        """One query (``query``) or several (``queries``); exactly one of the two."""
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+            {"required": ["query"], "properties": {"query": {"type": "string"}}},
+            {"required": ["queries"], "properties": {"queries": {"type": "array"}}}]})
+        query: Text | None = Field(None, description="A single query.", examples=["信用卡额度太低能调高吗"])
+        queries: Texts | None = Field(None, description=f"Up to {s.max_texts} queries.")
+        top_k: int_type(ge=1, le=s.max_top_k) = Field(
+            10, description="Hits per query (an index with fewer documents returns them all).")
+        min_score: float | None = Field(None, strict=True, allow_inf_nan=False, description="Drop hits scoring below this.")
+        filter: Filter | None = Field(None, description="Metadata equality filter, e.g. {\"topic\": \"快递物流\"}.")
+
+        @model_validator(mode="after")
+        def _exactly_one(self):
+            if (self.query is None) == (self.queries is None):
+                raise PydanticCustomError("query_or_queries", "give exactly one of 'query' and 'queries'")
+            return self
+
+    class EncodeRequest(_Strict):
+        texts: OneOrMany = Field(description=f"A string or up to {s.max_texts} strings.")
+        reduce: bool = Field(True, strict=True, description="Apply the index's reducer (the vectors search uses).")
+        normalize: bool | None = Field(None, strict=True,
+                                       description="L2-normalise (default: as the index's metric does).")
+
+    class EmbeddingsRequest(BaseModel):
+        """OpenAI's embeddings request. ``model`` is accepted and echoed as the served model's name."""
+        model_config = ConfigDict(extra="ignore")
+        input: OneOrMany = Field(description=f"A string or up to {s.max_texts} strings.")
+        model: Annotated[str, Field(strict=True, max_length=256)] | None = None
+        encoding_format: Literal["float", "base64"] = "float"
+        dimensions: int_type(ge=1) | None = Field(
+            None, description="Keep the first N components (re-normalised); at most the index dimension "
+                              "(the schema's maximum, once the index is loaded).")
+        user: Annotated[str, Field(strict=True, max_length=256)] | None = None
+
+    class DocumentIn(_Strict):
+        id: Annotated[str, Field(strict=True, min_length=1, max_length=256, json_schema_extra={"pattern": NOT_BLANK}),
+                      AfterValidator(_not_blank)]
+        text: Text
+        metadata: dict[str, Any] | None = None
+
+    class AddDocumentsRequest(_Strict):
+        documents: Annotated[list[DocumentIn], Field(
+            min_length=1, max_length=s.max_texts,
+            description="New documents. Ids must be new: an id already in the index, or given twice in "
+                        "this request, is a conflict (409) and nothing is added.")]
+
+    return Schemas(SearchRequest, EncodeRequest, EmbeddingsRequest, DocumentIn, AddDocumentsRequest)
+
+
+# ------------------------------------------------------------------------------------------------
+# responses (the same for every app)
+# ------------------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class HitOut(BaseModel):
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any] | None = None
+
+
+class QueryResult(BaseModel):
+    query: str
+    hits: list[HitOut]
+
+
+class SearchResponse(BaseModel):
+    results: list[QueryResult]
+    count: int = Field(description="Documents in the index when it was searched.")
+    took_ms: float
+
+
+class EncodeResponse(BaseModel):
+    embeddings: list[list[float]]
+    dim: int
+    reduced: bool
+    normalized: bool
+    model: str
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str
+    index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class AddDocumentsResponse(BaseModel):
+    added: int
+    ids: list[str]
+    count: int
+
+
+class DeleteResponse(BaseModel):
+    deleted: int
+    id: str
+    count: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    count: int
+
+
+class InfoResponse(BaseModel):
+    model: str
+    served_model_name: str
+    pooling: str
+    max_length: int
+    backend: str
+    reducer: str
+    dim: int
+    encoder_dim: int
+    metric: str
+    index_type: str
+    count: int
+    generation: str
+    embedkit_version: str
+    settings: dict[str, Any]
