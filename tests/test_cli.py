@@ -163,3 +163,42 @@ def test_lexical_and_hybrid_search_with_the_real_model(index_dir, tmp_path):
         r = run("search", d, "如何提升信用卡的额度？", "-k", "3", "--json", "--mode", mode)
         ids = [h["id"] for h in json.loads(r.stdout.splitlines()[0])["hits"]]
         assert "bank-028" in ids, (mode, ids)
+
+
+def test_logging_setup_touches_only_embedkit_loggers():
+    """The CLI's log setup leaves the root level and third-party levels alone; noise is dropped inside
+    embedkit's own handler, which replaces (never duplicates) the one an earlier run added."""
+    import logging
+
+    from embedkit.cli import OWN_LOGGERS, setup_logging
+
+    root = logging.getLogger()
+    third = ("sentence_transformers", "grpc._server", "transformers", "urllib3")
+    before = (root.level, list(root.handlers), {n: logging.getLogger(n).level for n in third})
+    try:
+        setup_logging(0, False)
+        setup_logging(0, False)
+        ours = [h for h in root.handlers if h not in before[1]]
+        assert len(ours) == 1 and root.level == before[0]
+        assert {n: logging.getLogger(n).level for n in third} == before[2]
+        assert logging.getLogger("embedkit").level == logging.INFO
+        h = ours[0]
+
+        def passes(name, level, pathname=""):
+            return bool(h.filter(logging.LogRecord(name, level, pathname, 1, "m", None, None)))
+
+        assert passes("embedkit.index", logging.INFO) and passes("urllib3", logging.WARNING)
+        assert not passes("urllib3", logging.INFO)
+        assert not passes("sentence_transformers.SentenceTransformer", logging.WARNING)
+        assert not passes("grpc._server", logging.ERROR)
+        quantizer = os.path.join("site-packages", "onnxruntime", "quantization", "quantize.py")
+        assert not passes("root", logging.WARNING, quantizer) and passes("root", logging.ERROR, quantizer)
+        setup_logging(0, True)
+        h = next(x for x in root.handlers if x not in before[1])
+        assert logging.getLogger("embedkit").level == logging.ERROR and root.level == before[0]
+        assert not passes("urllib3", logging.WARNING) and passes("urllib3", logging.ERROR)
+    finally:
+        for x in [x for x in root.handlers if x not in before[1]]:
+            root.removeHandler(x)
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
