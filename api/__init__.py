@@ -1,15 +1,5 @@
-"""embedkit's REST service: ``create_app(settings)`` builds the FastAPI app; ``embedkit serve`` runs it."""
+"""The deployable ASGI entry of embedkit's REST service (not installed; the service is ``embedkit.server``).
 
-__all__ = ["create_app", "Settings"]
-
-
-def __getattr__(name):  # lazy: importing api.batching or api.settings does not import FastAPI
-    if name == "create_app":
-        from .app import create_app
-
-        return create_app
-    if name == "Settings":
-        from .settings import Settings
-
-        return Settings
-    raise AttributeError(f"module 'api' has no attribute {name!r}")
+``uvicorn api.asgi:app`` run from the repository root serves the index named by ``EMBEDKIT_INDEX``;
+``embedkit serve`` is the usual way to run it.
+"""

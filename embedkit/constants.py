@@ -3,11 +3,13 @@
 Imports nothing, so ``embedkit --help`` can build its option lists without loading torch or faiss."""
 
 POOLINGS = ("model", "cls", "pooler", "last-avg", "first-last-avg")
-RUNTIMES = ("torch", "onnx", "onnx-int8")  # encoder execution backends (--backend)
+# encoder runtimes (--backend); their classes are in embedkit.runtimes (a lazy name -> "module:Class" map)
+RUNTIMES = ("torch", "onnx", "onnx-int8", "onnx-int8-static", "openvino", "openvino-int8")
 DEFAULT_RUNTIME = "torch"
 INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq")  # FAISS presets; a factory string is accepted too
 MILVUS_INDEX_TYPES = ("flat", "ivf-flat", "hnsw", "autoindex")
 METRICS = ("cosine", "ip", "l2")
+SEARCH_MODES = ("dense", "lexical", "hybrid")  # dense vectors, Chinese BM25, or both fused
 CORPUS_FORMATS = ("txt", "jsonl", "tsv")
 REDUCER_KINDS = ("none", "whitening", "pca", "jl", "auto")
 ENGINES = ("local", "ray")

@@ -50,6 +50,11 @@ class Filter:
             items.append((field, value))
         return cls(tuple(items))
 
+    def needs_exact_types(self) -> bool:
+        """True when a value is a number: stores that compare JSON booleans with numbers (Milvus)
+        must re-check their hits with :meth:`matches`."""
+        return any(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in self.items)
+
     def as_dict(self) -> dict:
         return dict(self.items)
 

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 SHARD_MANIFEST = "_embedkit.json"
 FORMAT = "embedkit-vectors"
 CONNECT_TIMEOUT_S = float(os.environ.get("EMBEDKIT_RAY_TIMEOUT", "10"))
-FAIL_ONCE_ENV = "EMBEDKIT_RAY_FAIL_ONCE"  # fault injection (tests): a flag file; the first actor to see
-#                                            it missing creates it and exits, killing its worker mid-job
 LIGHT_TASK_CPUS = 0.25  # logical CPUs asked by the parse and write tasks
 ROWS_PER_BLOCK_IN_BATCHES = 4  # rows per block handed to an actor, in batches
 
@@ -122,11 +120,6 @@ class EncodeActor:
     def __call__(self, batch):
         import pyarrow as pa
 
-
-        flag = self.cfg.get("fail_once")
-        if flag and not os.path.exists(flag):  # test hook: this worker dies once, mid-job
-            Path(flag).write_text(str(os.getpid()))
-            os._exit(1)
         texts = batch.column("text").to_pylist()
         if self.reducer is not None:
             from .querypath import QueryPath
@@ -220,7 +213,7 @@ def encoder_config(*, model=None, pooling="model", max_length=64, batch_size=32,
 
     cfg = {"model": resolve_model(model), "pooling": pooling, "max_length": max_length,
            "batch_size": batch_size, "normalize": normalize, "device": device, "metric": None,
-           "reducer_files": None, "reducer": None, "fail_once": os.environ.get(FAIL_ONCE_ENV)}
+           "reducer_files": None, "reducer": None}
     if index_dir is not None:
         from .index import current_generation, read_manifest
 

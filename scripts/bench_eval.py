@@ -14,7 +14,6 @@ Prints the ratios and writes scripts/benchmarks/eval_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

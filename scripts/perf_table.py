@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
-ORDER = ("encode", "search", "demo", "build_memory", "serve", "eval_overhead", "ray", "calibration")  # known benchmarks first, in this order; others after, by file name
+ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
+         "lexical", "calibration")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -68,57 +69,72 @@ def machine_line(res: dict, command: str | None = None) -> str:
 
 
 # -- renderers -------------------------------------------------------------------------------------
-SIDE_LABEL = {
-    "sentence-transformers": "plain `SentenceTransformer.encode`",
-    "embedkit-torch": "embedkit, default (torch)",
-    "embedkit-onnx": "embedkit `--backend onnx`",
-    "embedkit-onnx-int8": "embedkit `--backend onnx-int8`",
+RUNTIME_NOTE = {
+    "torch": "PyTorch (default)",
+    "onnx": "ONNX Runtime, fp32, fused graph",
+    "onnx-int8": "ONNX Runtime, dynamic int8",
+    "onnx-int8-static": "ONNX Runtime, static int8 (calibrated QDQ)",
+    "openvino": "OpenVINO, fp32",
+    "openvino-int8": "OpenVINO, static int8 (calibrated QDQ)",
 }
-SIDE_BACKEND = {"embedkit-torch": "torch", "embedkit-onnx": "onnx", "embedkit-onnx-int8": "onnx-int8"}
+
+
+def _side_label(side: str, row: dict) -> str:
+    be = row.get("backend")
+    if be is None:
+        return "plain `SentenceTransformer.encode`"
+    label = f"`--backend {be}`: {RUNTIME_NOTE.get(be, be)}"
+    if "@" in side:
+        label += f", {row.get('threads')} thread{'s' if row.get('threads') != 1 else ''}"
+    return label
 
 
 def render_encode(res: dict) -> list[str]:
     c = res["config"]
-    q = res.get("quality_spearman_x100") or {}
-    tasks = sorted(q, key=lambda t: (t != "STS-B", t))
-    head = ["encoder path", "sentences/s", "vs sentence-transformers"]
-    for t in tasks:
-        pairs = q[t]["pairs"]
-        head.append(f"{t} Spearman ({'all ' if t == 'STS-B' or c.get('lcqmc_pairs') == 'all' else 'first '}{pairs} pairs)")
+    sides = res["sides"]
+    tasks = []
+    for row in sides.values():
+        tasks += [t for t in row.get("spearman_x100", {}) if t not in tasks]
+    tasks.sort(key=lambda t: (t != "STS-B", t))
+    pairs = {"STS-B": "all", "LCQMC": c.get("lcqmc_pairs", "?")}
+    head = ["encoder path", "sentences/s", "vs sentence-transformers", "min cosine vs ST"]
+    head += [f"{t} Spearman ({'all' if pairs.get(t) == 'all' else 'first ' + str(pairs.get(t))} pairs)"
+             for t in tasks]
+    order = list(RUNTIME_NOTE)
+
+    def rank(side):
+        be = sides[side].get("backend")
+        return (-1 if be is None else order.index(be) if be in order else len(order), "@" in side, side)
+
     rows = []
-    sides = [s for s in SIDE_LABEL if s in res["speed"]] + [s for s in res["speed"] if s not in SIDE_LABEL]
-    for side in sides:
-        s = res["speed"][side]
-        row = [SIDE_LABEL.get(side, side), _num(s["sentences_per_s"]), _ratio(s["ratio_vs_sentence_transformers"])]
-        be = SIDE_BACKEND.get(side)
+    for side in sorted(sides, key=rank):
+        row = sides[side]
+        r = [_side_label(side, row), _num(row["sentences_per_s"]), _ratio(row["ratio_vs_sentence_transformers"]),
+             f"{row.get('min_cosine_vs_sentence_transformers', float('nan')):.4f}"]
         for t in tasks:
-            if be is None:
-                row.append("same model as torch")
-            else:
-                row.append(_num(q[t].get(be), 2) + _delta(q[t].get(f"delta_{be}") if be != "torch" else None))
-        rows.append(row)
-    lines = [f"### Encoding: {c['model']} on CPU", "",
-             f"{c['sentences']:,} test sentences, batch {c['batch_size']}, max_length {c['max_length']}, "
-             f"{c['threads']} threads, {c['rounds']} rounds, sides interleaved every "
-             f"{c.get('interleave_chunk', c['sentences']):,} sentences (medians over rounds). Spearman ×100 of cosine vs label; in brackets the change against the torch "
-             "fp32 path.", ""]
+            d = row.get("delta_points_vs_sentence_transformers", {}).get(t)
+            r.append(_num(row.get("spearman_x100", {}).get(t), 2) + ("" if row.get("backend") is None else _delta(d)))
+        rows.append(r)
+    intro = (f"{c['sentences']:,} test sentences, batch {c['batch_size']}, max_length {c['max_length']}, "
+             f"{c['threads']} threads unless stated, {c['rounds']} rounds, all sides in one process, interleaved "
+             f"every {c.get('interleave_chunk', c['sentences']):,} sentences (medians over rounds). Spearman ×100 "
+             "of cosine vs label; in brackets the change in points against plain sentence-transformers.")
+    lines = [f"### Encoding: {c['model']} on CPU", "", intro, ""]
     lines += _table(head, rows)
     t = res.get("targets", {})
     notes = []
     if "default_path_parity" in t:
         p = t["default_path_parity"]
-        notes.append(f"default path at parity (≥ 1.0×): **{'met' if p['met'] else 'not met'}** ({p['measured']:.2f}×)")
-    for side in ("embedkit-onnx", "embedkit-onnx-int8"):
-        if side in t:
-            x = t[side]
-            sp = ("" if "spearman_met" not in x else
-                  f"; Spearman within 0.5: **{'met' if x['spearman_met'] else 'not met'}** "
-                  f"(worst {x['spearman_worst_delta']:+.2f})")
-            notes.append(f"`{SIDE_BACKEND[side]}` ≥ 2×: **{'met' if x['speed_met'] else 'not met'}** "
-                         f"({x['speed_measured']:.2f}×){sp}")
+        notes.append(f"default path at parity (≥ 1.0×): **{'met' if p['met'] else 'not met'}** ({_ratio(p['measured'])})")
+    if "fast_path" in t:
+        f = t["fast_path"]
+        notes.append(f"fast path ≥ 2× within 0.5 Spearman points: **{'met' if f['met'] else 'not met'}** "
+                     f"(best within 0.5 points: `{f['best_side']}`, {_ratio(f['measured'])}, "
+                     f"worst change {_num(f['worst_delta'], 2)} points)")
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
-    lines += ["", machine_line(res)]
+    note = res.get("machine", {}).get("note")
+    lines += ["", machine_line(res) + (f" *Note:* {note}." if note else "")]
     return lines
 
 
@@ -185,7 +201,7 @@ def render_build_memory(res: dict) -> list[str]:
             machine_line(res, "python scripts/bench_build_memory.py --real 100000 --synthetic 1000000")]
 
 
-def render_serve(res: dict) -> list[str]:
+def render_serve_batching(res: dict) -> list[str]:
     by = {(r["endpoint"], r["clients"], r["batching"]): r for r in res["results"]}
     rows = []
     for (ep, clients, batching), on in sorted(by.items()):
@@ -204,6 +220,42 @@ def render_serve(res: dict) -> list[str]:
             *_table(["endpoint", "clients", "req/s on / off", "ratio", "p50 ms on / off", "p99 ms on / off",
                      "errors", "mean batch"], rows, "lrrrrrrr"), "",
             machine_line(res)]
+
+
+def render_serve(res: dict) -> list[str]:
+    if isinstance(res.get("results"), list):  # an older result file: micro-batching on vs off
+        return render_serve_batching(res)
+    c = res.get("config", {})
+    results = res["results"]
+    names = [n for n in c.get("servers", list(results)) if n in results]
+    loads = c.get("loads") or sorted({load for by in results.values() for load in by})
+    head = ["load (clients × sentences)"]
+    for n in names:
+        head += [f"{n} req/s", f"{n} sentences/s", f"{n} p50 / p99 ms"]
+    ratio_col = "embedkit" in results and "infinity" in results
+    if ratio_col:
+        head.append("embedkit / infinity")
+    rows = []
+    for load in loads:
+        row = [load.replace("x", " × ")]
+        for n in names:
+            r = results[n].get(load)
+            row += ([_num(r["rps"]), _num(r["sentences_per_s"]), f"{_num(r['p50_ms'], 0)} / {_num(r['p99_ms'], 0)}"]
+                    if r else ["", "", ""])
+        if ratio_col:
+            row.append(_ratio((res.get("ratios", {}).get(load) or {}).get("rps_vs_infinity")))
+        rows.append(row)
+    ip = res.get("inprocess", {})
+    lines = ["### Service: embedkit serve vs infinity-emb, /v1/embeddings", "",
+             f"Closed-loop clients on 127.0.0.1 sending LCQMC sentences, {c.get('rounds', '?')} rounds × "
+             f"{c.get('duration_s', '?')} s per phase, servers alternating phase by phase; {c.get('infinity', '')}. "
+             f"In-process `Encoder.encode` (batch {c.get('inprocess_batch', '?')}) in the same run: "
+             f"{_num(ip.get('sentences_per_s'))} sentences/s.", "",
+             *_table(head, rows, "l" + "r" * (len(head) - 1)), ""]
+    for name, tgt in res.get("targets", {}).items():
+        lines.append(f"- {name.replace('_', ' ')}: {tgt['target']} → {tgt['value']} "
+                     f"({'**met**' if tgt['met'] else '**missed**'})")
+    return lines + ["", machine_line(res)]
 
 
 def render_eval_overhead(res: dict) -> list[str]:
@@ -255,9 +307,64 @@ def render_calibration(res: dict) -> list[str]:
     return out + ["", f"*Command:* `{res['command']}`"]
 
 
-RENDERERS = {"calibration": render_calibration, "encode": render_encode, "search": render_search, "demo": render_demo,
+def render_retrieval(res: dict) -> list[str]:
+    caps = []
+    if res.get("max_queries"):
+        caps.append(f"first {res['max_queries']} queries per split")
+    if res.get("pair_limit"):
+        caps.append("first " + ", ".join(f"{n:,} pairs of {t}" for t, n in res["pair_limit"].items()))
+    rows = []
+    for task, t in res["table"].items():
+        rows.append([task, f"{t['dense']:.2f}", f"{t['lexical']:.2f}", f"{t['rrf']:.2f}", f"{t['weighted:0.7']:.2f}",
+                     f"{t['weighted:0.9']:.2f}", f"{t['hybrid_tuned']:.2f} (w {t['tuned_weight']:.1f})",
+                     f"{t['n_queries']:,} / {t['n_corpus']:,}"])
+    checks = "; ".join(f"{c['task']} {c['what']} {c['delta']:+.2f} ({'met' if c['met'] else 'missed'})"
+                       for c in res["checks"])
+    return ["### Hybrid retrieval (dense, BM25, fusion)", "",
+            f"{res['what']}{' (' + '; '.join(caps) + ')' if caps else ''}.", "",
+            *_table(["task", "dense", "BM25", "RRF", "weighted 0.7", "weighted 0.9", "weighted, tuned on valid",
+                     "queries / corpus"], rows), "",
+            f"Targets: {checks}. *Command:* `{res['command']}`"]
+
+
+def render_lexical(res: dict) -> list[str]:
+    rows = [[f"{r['n_docs']:,}", _num(r["fit_s"]), _num(r["refresh_s"]), _num(r["add_refresh_s"]),
+             _num(r["delete_refresh_s"]), _num(r["save_s"]), _num(r["load_s"]), f"{r['disk_bytes'] / 2**20:.0f}",
+             f"{r['query_p50_ms']:.2f}"] for r in res["rows"]]
+    return ["### BM25 lexical index (build, re-index, load)", "",
+            f"{res['source']}; tokenizer {res['tokenizer']} ({res['tokenize_sentences_per_s']:,} sentences/s).", "",
+            *_table(["documents", "fit s", "re-index s", "add 1% + re-index s", "delete 1% + re-index s", "save s",
+                     "load s", "disk MiB", "query p50 ms"], rows), "",
+            f"{res['note']}. *Command:* `python scripts/bench_lexical.py`"]
+
+
+def render_writes(res: dict) -> list[str]:
+    out = ["### Writes: delta segments against the full rewrite", "",
+           f"`{res['command']}` ({res['date'][:10]}; {res['notes']}).", "",
+           "| index | N | add 1 doc: bytes / ms | add 1,000 docs: bytes / ms | full rewrite: bytes / s | "
+           "search p50 ms, 0 / 10 / 50 segments | compacted (10 / 50) | ratio 10 seg | compaction s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        sp = r["search_p50_ms"]
+        out.append(f"| {r['index']} | {r['n']:,} | {r['add_1']['bytes']:,} / {r['add_1']['seconds'] * 1000:.1f} | "
+                   f"{r['add_1000']['bytes']:,} / {r['add_1000']['seconds'] * 1000:.0f} | "
+                   f"{r['full_rewrite']['bytes']:,} / {r['full_rewrite']['seconds']:.2f} | "
+                   f"{sp['0']:.2f} / {sp['10']:.2f} / {sp['50']:.2f} | "
+                   f"{r['compacted_10_p50_ms']:.2f} / {r['compacted_50_p50_ms']:.2f} | "
+                   f"{r['search_10_segments_ratio']:.2f}× | {r['compaction_50']['seconds']:.2f} |")
+    t = res["targets"]
+    a, b = t["one_doc_add_bytes"], t["search_10_segments"]
+    out += ["", f"Targets at N = {a['n']:,}: a 1-document add writes {a['measured_bytes']:,} bytes against "
+            f"{a['full_rewrite_bytes']:,} for the full rewrite — **{'met' if a['met'] else 'missed'}** "
+            f"({a['target']}); search with 10 segments is {b['measured']:.2f}× the compacted index — "
+            f"**{'met' if b['met'] else 'missed'}** ({b['target']})."]
+    return out
+
+
+RENDERERS = {"encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
-             "ray": render_ray}
+             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes,
+             "calibration": render_calibration}
 
 
 # -- assembly --------------------------------------------------------------------------------------

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
+.venv/bin/ruff check .   # lint first: a lint error fails the run before any test
 exec .venv/bin/python -m pytest -q "$@"

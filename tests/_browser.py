@@ -84,6 +84,19 @@ class Chromium:
                         id: li.querySelector('.id').textContent,
                         meta: [...li.querySelectorAll('.meta span')].map(s => s.textContent)})))"""))
 
+    async def docs_page(self, url: str) -> list[str]:
+        """Open the Swagger UI page; the operations it lists ("POST /search", ...) once rendered."""
+        from websockets.asyncio.client import connect
+
+        async with connect(self.page_ws_url(), max_size=None) as ws:
+            cdp = _Cdp(ws)
+            await cdp.call("Page.enable")
+            await cdp.call("Page.navigate", {"url": url})
+            await cdp.wait_for("document.querySelectorAll('.opblock').length > 0", self.timeout)
+            return json.loads(await cdp.eval("""JSON.stringify([...document.querySelectorAll('.opblock-summary')].map(
+                s => s.querySelector('.opblock-summary-method').textContent + ' ' +
+                     s.querySelector('.opblock-summary-path').getAttribute('data-path')))"""))
+
 
 class _Cdp:
     def __init__(self, ws):

@@ -220,8 +220,8 @@ BAD = [
     ("/documents", {"documents": [{"id": "a", "text": " "}]}, 422, ["documents[0].text", "non-whitespace"]),
     ("/documents", {"documents": [{"id": 5, "text": "x"}]}, 422, ["documents[0].id", "got 5"]),
     ("/documents", {"documents": [{"id": "a", "text": "x", "metadata": [1]}]}, 422, ["documents[0].metadata"]),
-    ("/documents", {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, 422,
-     ["'a'", "more than once"]),
+    ("/documents", {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, 409,
+     ["'a'", "more than once", "nothing was added"]),
 ]
 
 
@@ -260,6 +260,79 @@ def test_huge_payloads_are_refused(client, server):
                  "payload_too_large", str(MAX_BODY))
     assert_error(client.post("/v1/embeddings", json={"input": ["很长的句子" * 40] * 200}), 413, "payload_too_large")
     assert client.get("/health").status_code == 200 and server.alive()
+
+
+def test_the_published_schema_states_every_rule_the_server_enforces(client):
+    spec = client.get("/openapi.json").json()
+    comp = spec["components"]["schemas"]
+    search = comp["SearchRequest"]
+    assert [o["required"] for o in search["oneOf"]] == [["query"], ["queries"]]  # exactly one of the two
+    pattern = search["properties"]["query"]["anyOf"][0]["pattern"]
+    # non-blank: the pattern matches exactly the strings the server accepts (whitespace as str.isspace)
+    for text, ok in (("a", True), (" 中 ", True), ("   ", False), ("\u3000\t", False), ("\x1d", False)):
+        assert (re.search(pattern, text) is not None) == ok, text
+        r = client.post("/search", json={"query": text, "top_k": 1})
+        assert r.status_code == (200 if ok else 422), (text, r.text)
+    dims = comp["EmbeddingsRequest"]["properties"]["dimensions"]["anyOf"][0]
+    assert dims["type"] == "integer" and dims["minimum"] == 1 and dims["maximum"] == 512
+    # JSON Schema integers include 4.0: accepted as 4, as documented; 2.5, "4" and true are not integers
+    r = client.post("/v1/embeddings", json={"input": "你好", "dimensions": 4.0})
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 4
+    assert len(client.post("/search", json={"query": "你好", "top_k": 3.0}).json()["results"][0]["hits"]) == 3
+    for bad in (2.5, "4", True):
+        assert_error(client.post("/v1/embeddings", json={"input": "x", "dimensions": bad}), 422, None, "dimensions")
+    docs = spec["paths"]["/documents"]["post"]["responses"]
+    assert "409" in docs and "403" in docs  # duplicate/existing ids; read-only servers
+
+
+def test_405_names_every_method_of_the_path(client):
+    r = client.post("/documents/some-id")
+    assert_error(r, 405, "method_not_allowed", "POST", "DELETE, GET")
+    assert r.headers["allow"] == "DELETE, GET"
+    r = client.put("/search", json={})
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "POST"
+
+
+def test_docs_page_renders_offline_in_headless_chromium(client, server, tmp_path):
+    from ._browser import Chromium
+
+    html = client.get("/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+    assert re.findall(r'(?:src|href)="(https?:)?//', html) == []
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    with Chromium(tmp_path) as browser:  # the machine has no internet: it renders only from local assets
+        ops = asyncio.run(browser.docs_page(server.url + "/docs"))
+    assert {"POST /search", "POST /v1/embeddings", "DELETE /documents/{doc_id}"} <= set(ops), ops
+
+
+def test_disconnected_clients_cost_no_encoder_time(client, server):
+    before = client.get("/metrics").text
+    n, per = 24, 16
+
+    async def impatient():
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            async def one(i):
+                try:
+                    await c.post("/v1/embeddings", json={"input": [f"没耐心的请求 {i} {j}" for j in range(per)]},
+                                 timeout=0.05)
+                except httpx.TimeoutException:
+                    pass
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+    asyncio.run(impatient())
+
+    def delta(name):
+        return _metric(client.get("/metrics").text, name) - _metric(before, name)
+
+    for _ in range(1200):  # until every text is accounted for (a batch already running finishes first)
+        encoded, dropped = delta("embedkit_texts_encoded_total"), delta("embedkit_texts_abandoned_total")
+        if encoded + dropped >= n * per:
+            break
+        threading.Event().wait(0.1)
+    assert dropped > 0 and encoded < n * per, (encoded, dropped)
+    assert encoded + dropped == n * per  # every text was either encoded or dropped unencoded, none twice
+    assert server.alive()
 
 
 # ------------------------------------------------------------------------------------------------

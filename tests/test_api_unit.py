@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import pytest
 
-from api.batching import BatcherClosedError, MicroBatcher, QueueFullError
-from api.settings import Settings
 from embedkit.errors import IndexFormatError, InputError
+from embedkit.server.batching import BatcherClosedError, MicroBatcher, QueueFullError
+from embedkit.server.settings import Settings
 
 from .conftest import ROOT
 
@@ -182,6 +182,63 @@ def test_cancelled_requests_cost_no_encoder_time():
     assert calls == [["first"], ["kept"]]
 
 
+def test_a_cancelled_request_leaves_the_queue_at_once_and_is_counted():
+    async def main():
+        fn = BlockingFn()
+        dropped: list[int] = []
+        b = MicroBatcher(fn, max_batch=64, wait_ms=0, max_queue=100, on_abandon=dropped.append)
+        await b.start()
+        first = await _hold_first_batch(b, fn)
+        gone = asyncio.create_task(b.submit(["x", "y", "z"]))
+        await asyncio.sleep(0.01)
+        assert b.queue_depth == 3
+        gone.cancel()
+        await asyncio.sleep(0)
+        depth = b.queue_depth  # before the encoder is free again
+        fn.gate.set()
+        await first
+        await b.stop()
+        return depth, dropped, fn.calls
+
+    depth, dropped, calls = run(main())
+    assert depth == 0 and dropped == [3] and calls == [["first"]]
+
+
+def test_token_budget_splits_batches_of_long_texts():
+    async def main():
+        fn = BlockingFn()
+        b = MicroBatcher(fn, max_batch=64, wait_ms=0, max_queue=1000, max_tokens=100)
+        await b.start()
+        first = await _hold_first_batch(b, fn)
+        # estimated tokens per text: characters + 2
+        tasks = [asyncio.create_task(b.submit(["长" * 38])) for _ in range(5)]  # 40 each: two fit in 100
+        short = [asyncio.create_task(b.submit(["短" * 8])) for _ in range(10)]  # 10 each: ten fit
+        await asyncio.sleep(0.01)
+        fn.gate.set()
+        await asyncio.gather(first, *tasks, *short)
+        await b.stop()
+        return [len(c) for c in fn.calls]
+
+    assert run(main()) == [1, 2, 2, 7, 4]  # 40+40 | 40+40 | 40+6x10 = 100 | 4x10
+
+
+def test_token_counts_travel_with_each_requests_rows():
+    def fn(texts):
+        rows = np.array([[float(len(t))] for t in texts], dtype=np.float32)
+        return rows, np.array([len(t) + 2 for t in texts])
+
+    async def main():
+        b = MicroBatcher(fn, max_batch=64, wait_ms=50, max_queue=100)
+        await b.start()
+        both, plain = await asyncio.gather(b.submit(["ab", "abcd"], with_tokens=True), b.submit(["abc"]))
+        await b.stop()
+        return both, plain
+
+    (rows, tokens), plain = run(main())
+    np.testing.assert_array_equal(rows[:, 0], [2, 4])
+    assert tokens.tolist() == [4, 6] and plain[:, 0].tolist() == [3]
+
+
 def test_one_bad_request_does_not_fail_its_batch_mates():
     async def main():
         fn = BlockingFn(fail_on="bad")
@@ -239,6 +296,18 @@ def test_settings_validate_and_hide_the_key(monkeypatch, tmp_path):
     assert Settings(tmp_path, api_key="  ").api_key is None
 
 
+def test_settings_travel_through_the_environment(tmp_path):
+    s = Settings(tmp_path, api_key="sekret", max_texts=7, workers=3, encoder_threads=1, batch_wait_ms=0.5)
+    env = s.to_env()
+    assert "sekret" not in env["EMBEDKIT_SERVER_SETTINGS"] and env["EMBEDKIT_API_KEY"] == "sekret"
+    assert Settings.from_env(environ=env) == s and s.read_only
+    assert Settings.from_env(environ={"EMBEDKIT_INDEX": str(tmp_path)}) == Settings(tmp_path)
+    with pytest.raises(InputError, match="EMBEDKIT_INDEX"):
+        Settings.from_env(environ={})
+    with pytest.raises(InputError, match="bogus"):
+        Settings.from_env(environ={"EMBEDKIT_SERVER_SETTINGS": '{"index_dir": "x", "bogus": 1}'})
+
+
 def test_cli_help_imports_no_heavy_libraries():
     code = ("import sys\nfrom embedkit.cli import main\n"
             "for argv in (['--help'], ['serve', '--help']):\n"
@@ -267,7 +336,7 @@ def tiny_app_index(tmp_path_factory, tiny_encoder):
 def test_internal_errors_never_leak_details(tiny_app_index, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from embedkit.server import create_app
 
     app = create_app(Settings(tiny_app_index.directory), index=tiny_app_index)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -291,7 +360,7 @@ def test_internal_errors_never_leak_details(tiny_app_index, monkeypatch):
 def test_two_apps_do_not_share_state(tiny_app_index):
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from embedkit.server import create_app
 
     a = create_app(Settings(tiny_app_index.directory), index=tiny_app_index)
     b = create_app(Settings(tiny_app_index.directory, max_top_k=5), index=tiny_app_index)
@@ -301,10 +370,26 @@ def test_two_apps_do_not_share_state(tiny_app_index):
         assert 'status="200"' in ca.get("/metrics").text and 'status="200"' not in cb.get("/metrics").text
 
 
+def test_a_server_with_several_workers_is_read_only(tiny_app_index):
+    from fastapi.testclient import TestClient
+
+    from embedkit.server import create_app
+
+    app = create_app(Settings(tiny_app_index.directory, workers=2), index=tiny_app_index)
+    n = len(tiny_app_index)
+    with TestClient(app) as c:
+        r = c.post("/documents", json={"documents": [{"id": "ro-1", "text": "只读"}]})
+        assert r.status_code == 403 and r.json()["error"]["type"] == "read_only" and "--workers 1" in r.text
+        assert c.delete("/documents/x").status_code == 403
+        assert c.post("/search", json={"query": "只读"}).status_code == 200
+        assert c.get("/info").json()["settings"]["read_only"] is True
+    assert len(tiny_app_index) == n
+
+
 def test_health_is_503_until_the_index_is_loaded(tiny_app_index):
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from embedkit.server import create_app
 
     app = create_app(Settings(tiny_app_index.directory), index=tiny_app_index)
     c = TestClient(app)  # no context manager: the lifespan has not run
@@ -318,16 +403,15 @@ def test_lifespan_reports_an_unloadable_index_in_one_line(tiny_app_index, tmp_pa
 
     from fastapi.testclient import TestClient
 
-    from api import create_app
     from embedkit.index import current_generation
+    from embedkit.server import create_app
 
     bad = tmp_path / "corrupt"
     shutil.copytree(tiny_app_index.directory, bad)
     (current_generation(bad) / "index.faiss").write_bytes(b"not a faiss index")
     app = create_app(Settings(bad))
-    with pytest.raises(IndexFormatError):
-        with TestClient(app):
-            pass
+    with pytest.raises(IndexFormatError), TestClient(app):
+        pass
     msg = app.state.startup_error
     assert msg.startswith(f"cannot serve index {str(bad)!r}: FAISS file") and "corrupt" in msg
     assert app.state.service is None

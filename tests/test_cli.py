@@ -88,9 +88,16 @@ def test_encode_through_index_query_path(index_dir, tmp_path):
     assert np.load(tmp_path / "v.npy").shape == (1, 256)
 
 
+def test_k_above_the_count_returns_every_document(index_dir):
+    """The one k rule (library, CLI, API): a k above the count returns every document, ranked."""
+    r = run("search", index_dir, "查询", "-k", "1000", "--json")
+    hits = json.loads(r.stdout.splitlines()[0])["hits"]
+    assert len(hits) == 361 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
 @pytest.mark.parametrize("args,msg", [
     (["search", "{idx}", "查询", "-k", "0"], "k must be a positive integer, got 0"),
-    (["search", "{idx}", "查询", "-k", "1000"], "k=1000 is larger than the number of documents in the index (361)"),
+    (["search", "{idx}", "查询", "-k", "-3"], "k must be a positive integer, got -3"),
     (["search", "{idx}", "   "], "query '   ' is empty"),
     (["search", "{tmp}/missing", "查询"], "does not exist"),
     (["index", "delete", "{idx}", "no-such-id"], "'no-such-id' is not in the index"),
@@ -135,3 +142,24 @@ def test_help_imports_neither_torch_nor_faiss():
             "print('LOADED', 'torch' in sys.modules, 'faiss' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "LOADED False False" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_lexical_and_hybrid_search_with_the_real_model(index_dir, tmp_path):
+    """m3e-small end to end: add the BM25 part with a weight tuned on real LCQMC pairs, then search."""
+    import shutil
+
+    from .conftest import STS
+
+    d = tmp_path / "hybrid"
+    shutil.copytree(index_dir, d)
+    bad = run("search", d, "信用卡额度", "--mode", "hybrid", ok=False)
+    assert bad.exit_code == 1 and f"embedkit index lexical {d}" in bad.stderr
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join((STS / "LCQMC" / "LCQMC.valid.data").read_text(encoding="utf-8").splitlines()[:200])
+                     + "\n", encoding="utf-8")
+    out = json.loads(run("index", "lexical", d, "--tune-pairs", pairs).stdout)
+    assert out["lexical"] is True and out["fusion"]["tuned_on"] == str(pairs) and 0 <= out["fusion"]["weight"] <= 1
+    for mode in ("lexical", "hybrid"):
+        r = run("search", d, "如何提升信用卡的额度？", "-k", "3", "--json", "--mode", mode)
+        ids = [h["id"] for h in json.loads(r.stdout.splitlines()[0])["hits"]]
+        assert "bank-028" in ids, (mode, ids)

@@ -16,7 +16,7 @@ from embedkit.encoder import Encoder
 from embedkit.errors import InputError
 from embedkit.evaluation.data import read_pairs
 from embedkit.evaluation.evaluator import STSEvaluator, expand_reducers, run_grid
-from embedkit.evaluation.report import match_published, write_report
+from embedkit.evaluation.report import match_published
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]

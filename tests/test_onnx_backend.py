@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnx  # noqa: F401  (installed by the dev extra; a missing one must fail, not skip)
+import onnxruntime  # noqa: F401
 import pytest
 
-import onnx  # noqa: E402,F401  (installed by the dev extra; a missing one must fail, not skip)
-import onnxruntime  # noqa: E402,F401
+from embedkit.encoder import Encoder
+from embedkit.errors import InputError
+from embedkit.runtimes import onnx_export
 
-from embedkit import onnx_backend  # noqa: E402
-from embedkit.encoder import Encoder  # noqa: E402
-from embedkit.errors import InputError  # noqa: E402
-
-from .conftest import M3E, TINY  # noqa: E402
+from .conftest import M3E, TINY
 
 SENTENCES = [
     "今天天气不错",
@@ -65,38 +64,54 @@ def test_m3e_int8_close_to_fp32(onnx_cache):
     assert cos.min() > 0.98, cos
 
 
-def test_export_cached_and_reused(onnx_cache):
-    before = dict(onnx_backend.EXPORT_COUNT)
+@pytest.fixture()
+def export_count(monkeypatch):
+    """Counts the exports and quantisations this test performs (spies on the module's functions)."""
+    counts = {"export": 0, "quantize": 0}
+
+    def spy(fn, what):
+        def wrapped(*a, **kw):
+            counts[what] += 1
+            return fn(*a, **kw)
+        return wrapped
+
+    monkeypatch.setattr(onnx_export, "export_onnx", spy(onnx_export.export_onnx, "export"))
+    monkeypatch.setattr(onnx_export, "quantize_onnx", spy(onnx_export.quantize_onnx, "quantize"))
+    return counts
+
+
+def test_export_cached_and_reused(onnx_cache, export_count):
+    before = dict(export_count)
     e1 = Encoder(str(TINY), device="cpu", backend="onnx-int8")
-    path = e1._runner.path
+    path = e1.runtime.path
     assert path.is_file() and str(path).startswith(str(onnx_cache))
     mtime = path.stat().st_mtime_ns
-    assert onnx_backend.EXPORT_COUNT["export"] == before["export"] + 1
-    assert onnx_backend.EXPORT_COUNT["quantize"] == before["quantize"] + 1
+    assert export_count["export"] == before["export"] + 1
+    assert export_count["quantize"] == before["quantize"] + 1
 
     e2 = Encoder(str(TINY), device="cpu", backend="onnx-int8")
-    assert e2._runner.path == path and path.stat().st_mtime_ns == mtime
-    assert onnx_backend.EXPORT_COUNT == {"export": before["export"] + 1, "quantize": before["quantize"] + 1}
+    assert e2.runtime.path == path and path.stat().st_mtime_ns == mtime
+    assert export_count == {"export": before["export"] + 1, "quantize": before["quantize"] + 1}
     np.testing.assert_array_equal(e1.encode(SENTENCES[:3]), e2.encode(SENTENCES[:3]))
 
     # fp32 reuses the graph exported for int8; another pooling needing other outputs exports anew
     e3 = Encoder(str(TINY), device="cpu", backend="onnx")
-    assert onnx_backend.EXPORT_COUNT["export"] == before["export"] + 1
-    assert e3._runner.path != path
+    assert export_count["export"] == before["export"] + 1
+    assert e3.runtime.path != path
     Encoder(str(TINY), pooling="first-last-avg", device="cpu", backend="onnx")
-    assert onnx_backend.EXPORT_COUNT["export"] == before["export"] + 2
+    assert export_count["export"] == before["export"] + 2
 
 
 def test_cache_key_separates_quantisation_and_opset(onnx_cache, monkeypatch):
     enc = Encoder(str(TINY), device="cpu")
     names = ("input_ids", "attention_mask", "token_type_ids")
     outs = ("last_hidden_state",)
-    k_fp32 = onnx_backend.cache_key(enc, outs, names, quantized=False)
-    k_int8 = onnx_backend.cache_key(enc, outs, names, quantized=True)
+    k_fp32 = onnx_export.cache_key(enc, outs, names, variant="fp32")
+    k_int8 = onnx_export.cache_key(enc, outs, names, variant="int8-dynamic")
     assert k_fp32 != k_int8
-    assert k_fp32 == onnx_backend.cache_key(enc, outs, names, quantized=False)
-    monkeypatch.setattr(onnx_backend, "OPSET", onnx_backend.OPSET + 1)
-    assert onnx_backend.cache_key(enc, outs, names, quantized=False) != k_fp32
+    assert k_fp32 == onnx_export.cache_key(enc, outs, names, variant="fp32")
+    monkeypatch.setattr(onnx_export, "OPSET", onnx_export.OPSET + 1)
+    assert onnx_export.cache_key(enc, outs, names, variant="fp32") != k_fp32
 
 
 def test_read_only_model_dir_uses_user_cache(tmp_path, monkeypatch):
@@ -109,9 +124,9 @@ def test_read_only_model_dir_uses_user_cache(tmp_path, monkeypatch):
         class FakeEnc:
             model_name = str(model_dir)
 
-        assert onnx_backend.cache_dir(FakeEnc, "k") == tmp_path / "xdg" / "embedkit" / "onnx" / "k"
+        assert onnx_export.cache_dir(FakeEnc, "k") == tmp_path / "xdg" / "embedkit" / "onnx" / "k"
         os.chmod(model_dir, 0o755)
-        assert onnx_backend.cache_dir(FakeEnc, "k") == model_dir / "onnx" / "embedkit-k"
+        assert onnx_export.cache_dir(FakeEnc, "k") == model_dir / "onnx" / "embedkit-k"
     finally:
         os.chmod(model_dir, 0o755)
 
@@ -128,7 +143,7 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(InputError, match=r"pip install 'embedkit\[onnx\]'"):
-        onnx_backend._require_onnxruntime()
+        onnx_export._require_onnxruntime()
 
 
 def test_unknown_backend_is_an_input_error():

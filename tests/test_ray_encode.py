@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from embedkit import ray_encode
 from embedkit.cli import main as _main
 from embedkit.corpus import read_corpus
 from embedkit.encoder import Encoder
 from embedkit.errors import EmbedkitError
 from embedkit.index import EmbedIndex
-from embedkit.ray_encode import FAIL_ONCE_ENV, RayError, encode_to_parquet, init_ray, read_vectors
+from embedkit.ray_encode import RayError, encode_to_parquet, init_ray, read_vectors
 
 from .conftest import M3E, STS, TINY
 
@@ -77,7 +78,20 @@ def test_a_worker_killed_mid_job_is_retried_without_lost_or_duplicate_ids(ray_lo
     pq.write_table(table.slice(0, 150), tmp_path / "in" / "a.parquet")
     pq.write_table(table.slice(150), tmp_path / "in" / "b.parquet")
     flag = tmp_path / "died-once"
-    monkeypatch.setenv(FAIL_ONCE_ENV, str(flag))
+
+    class DiesOnceActor(ray_encode.EncodeActor):
+        """The first actor to find the flag file missing creates it and kills its worker mid-job.
+        (Defined in this function, so Ray ships the class by value to its workers.)"""
+
+        def __call__(self, batch):
+            import os
+
+            if not flag.exists():
+                flag.write_text(str(os.getpid()))
+                os._exit(1)
+            return super().__call__(batch)
+
+    monkeypatch.setattr(ray_encode, "EncodeActor", DiesOnceActor)
     s = encode_to_parquet(tmp_path / "in", tmp_path / "out", model=str(TINY), num_workers=2, batch_size=20)
     assert flag.exists(), "the fault was not injected"
     ids, vecs = read_vectors(tmp_path / "out")

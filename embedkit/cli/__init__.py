@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": ("embedkit.cli.eval:eval_cmd", "Evaluate encoders/reducers on Chinese STS tasks."),
     "serve": ("embedkit.cli.serve:serve", "Serve an index over HTTP (REST search, OpenAI embeddings)."),
     "demo": ("embedkit.cli.demo:demo", "Build an index over the bundled Chinese corpus and query it."),
+    "calibrate": ("embedkit.cli.calibrate:calibrate", "Fit calibrated similarity probabilities on labelled pairs."),
 }
 
 

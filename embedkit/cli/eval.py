@@ -44,6 +44,12 @@ def _int_list(value: str | None, what: str) -> list[int]:
     return out
 
 
+def expand_reducers_cli(reducers: str | None, dims: str | None) -> list[str]:
+    from ..evaluation.evaluator import expand_reducers
+
+    return expand_reducers(_csv(reducers), _int_list(dims, "--dims"))
+
+
 @click.command("eval")
 @click.option("--data", "data_dir", default=None, metavar="DIR",
               help="senteval_cn root: DIR/<TASK>/<TASK>.<split>.data [default: $EMBEDKIT_STS_DATA or "
@@ -80,8 +86,18 @@ def _int_list(value: str | None, what: str) -> list[int]:
 @click.option("--no-cache", is_flag=True, help="Do not read or write the encoding cache.")
 @click.option("--no-plots", is_flag=True, help="Leave the figures out of report.html.")
 @click.option("--progress/--no-progress", default=None, help="Encoding progress bars [default: if stderr is a terminal].")
+@click.option("--retrieval", is_flag=True,
+              help="Retrieval instead of STS: corpus = unique sentence2, queries = sentence1 with a positive pair; "
+                   "MRR@10, Recall@1/10, nDCG@10 per reducer x --index x --mode.")
+@click.option("--index", "index_types", default="flat", show_default=True, metavar="I1,I2",
+              help="--retrieval: index types (flat, hnsw, ivf-flat, ...) or FAISS factory strings.")
+@click.option("--mode", "modes", default="dense,lexical,hybrid", show_default=True, metavar="M1,M2",
+              help="--retrieval: dense, lexical, rrf, hybrid (weight tuned on valid), weighted:W.")
+@click.option("--max-queries", type=click.IntRange(min=1), default=None,
+              help="--retrieval: only the first N queries of each split (the corpus stays whole).")
 def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, normalize, splits, limit, fit_corpus,
-             fit_limit, max_length, batch_size, device, out_dir, cache_dir, no_cache, no_plots, progress):
+             fit_limit, max_length, batch_size, device, out_dir, cache_dir, no_cache, no_plots, progress,
+             retrieval, index_types, modes, max_queries):
     """Evaluate encoders on Chinese STS tasks (Spearman of cosine vs label) and write a report.
 
     \b
@@ -95,6 +111,19 @@ def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, normal
     t0 = time.perf_counter()
     if progress is None:
         progress = sys.stderr.isatty()
+    if retrieval:
+        from ..evaluation.retrieval_report import retrieval_eval
+
+        if len(_csv(models)) > 1:
+            raise click.BadParameter("--retrieval evaluates one model at a time", param_hint="--models")
+        run = retrieval_eval(
+            data_dir or _default_data_dir(), out_dir=out_dir, plots=not no_plots, echo=click.echo,
+            tasks=_csv(tasks), splits=_csv(splits) or ["test"], model=(_csv(models) or [None])[0],
+            reducers=expand_reducers_cli(reducers, dims), index_types=_csv(index_types), modes=_csv(modes),
+            limit=limit, max_queries=max_queries, max_length=max_length, batch_size=batch_size,
+            cache_dir=None if no_cache else cache_dir, device=device, progress=progress)
+        log.info("wrote %s in %.1fs", ", ".join(str(p) for p in run["paths"].values()), run["seconds"])
+        return
     results = run_grid(
         data_dir or _default_data_dir(), tasks=_csv(tasks), models=_csv(models) or [None],
         poolings=_csv(poolings), reducers=_csv(reducers), dims=_int_list(dims, "--dims"),

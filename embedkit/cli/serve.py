@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import logging
+import os
 from pathlib import Path
 
 import click
 
 from ..constants import DEFAULT_RUNTIME, RUNTIMES
 
-SERVICE = "api"  # the service package (its modules settings and app; its logger): the one place it is named
+SERVICE = "embedkit.server"  # the service package (its modules settings and app; its logger): the one place it is named
 
 
 def _service(module: str):
@@ -47,12 +47,21 @@ def _service(module: str):
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes, each with its own model copy; more than one serves the index read-only "
+                   "(POST/DELETE /documents answer 403).")
+@click.option("--encoder-threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per process (default: torch's own; with --workers N: cores / N).")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Most estimated tokens (characters + 2 per text) in one encoder call.")
 def serve(index_dir: Path, access_log: bool, **options):
     """Serve the index in INDEX_DIR: /search, /encode, /v1/embeddings, /documents, /health, /info,
     /metrics, a search page at / and API docs at /docs."""
     from ..errors import EmbedkitError
     from ..index import current_generation, read_manifest
 
+    if options["encoder_threads"] is None and options["workers"] > 1:
+        options["encoder_threads"] = max(1, (os.cpu_count() or 1) // options["workers"])
     settings = _service("settings").Settings(index_dir=index_dir, **options)  # every other option is a setting
     # Cheap checks first, so a wrong path fails in a second with one clear line.
     try:
@@ -60,20 +69,4 @@ def serve(index_dir: Path, access_log: bool, **options):
     except EmbedkitError as e:
         raise EmbedkitError(f"cannot serve index {str(index_dir)!r}: {e}") from None
 
-    import uvicorn
-
-    app = _service("app").create_app(settings)
-    level = logging.getLogger(SERVICE).getEffectiveLevel()
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", access_log=access_log,
-                            log_level="warning" if level >= logging.WARNING else "info", server_header=False,
-                            timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
-    try:
-        server.run()
-    except SystemExit as e:  # uvicorn exits by itself when the lifespan (index load) fails
-        if e.code and app.state.startup_error:
-            raise EmbedkitError(f"the server did not start: {app.state.startup_error}") from None
-        raise
-    if not server.started:
-        reason = app.state.startup_error or "see the messages above"
-        raise EmbedkitError(f"the server did not start: {reason}")
+    _service("run").run_server(settings, access_log=access_log)

@@ -82,7 +82,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
                        encoder=None, reduce: str | Reducer = "none", metric: str = "cosine",
                        index: str = "flat", index_params: dict | None = None, fit_sample: int = DEFAULT_FIT_SAMPLE,
                        expected_size: int | None = None, overwrite: bool = False, final_vectors: bool = False,
-                       extra_manifest: dict | None = None):
+                       extra_manifest: dict | None = None, lexical: bool = False, tune_pairs=None):
     """Build a new index directory from ``(documents, raw encoder vectors)`` batches.
 
     The reducer is fitted on the first ``fit_sample`` documents; an IVF quantizer is sized for
@@ -100,6 +100,8 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
     store_cls = store_class(store_name)
     if hasattr(store_cls, "preflight"):
         store_cls.preflight(index, directory, index_params)
+    if lexical and not getattr(store_cls, "LOCAL", False):
+        raise InputError(f"lexical and hybrid search need a FAISS-backed index, not --index {index!r}")
     prepare_build_dir(directory, overwrite)
     from ..stores.faiss_backend import train_size_for
 
@@ -118,7 +120,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
         project = (lambda x: np.asarray(x, dtype=np.float32)) if final_vectors else qp.project
         builder = store_cls.create(directory, tmp=tmp, index=index, dim=qp.reducer.output_dim, metric=qp.metric,
                                    n_train=len(sample_docs), expected_size=max(expected_size or 0, len(sample_docs)),
-                                   params=index_params, overwrite=overwrite)
+                                   params=index_params, overwrite=overwrite, **({"lexical": True} if lexical else {}))
         if builder.needs_training:
             log.info("training %s on %d vectors", index, len(sample_docs))
             builder.train(sample_vecs)
@@ -142,6 +144,10 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
             "expected_size": expected_size, "versions": versions(store_name),
             "build_seconds": round(time.perf_counter() - t0, 3),
         }
+        if lexical:
+            from .hybrid import default_fusion, tune_fusion
+
+            manifest["fusion"] = tune_fusion(qp, tune_pairs) if tune_pairs else default_fusion()
         manifest.update(extra_manifest or {})
         write_manifest(tmp, manifest)
         with dirs.writer_lock(directory):
@@ -159,7 +165,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
         raise
     log.info("built %s: %d documents, %s, %s, dim %d, %.1fs", directory, n, qp.reducer.spec,
              desc.get("factory"), manifest["dim"], manifest["build_seconds"])
-    from .core import _open_store
+    from .opening import _open_store
 
     return cls(directory, manifest, qp, _open_store(directory, gen, manifest), gen, key)
 

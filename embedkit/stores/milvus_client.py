@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import math
 import os
 import re
 import socket

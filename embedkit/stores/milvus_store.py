@@ -134,7 +134,17 @@ class MilvusStore:
         return self.be.get(doc_id)
 
     def search(self, vectors: np.ndarray, k: int, flt) -> list[list[tuple]]:
-        return self.be.search(vectors, k, flt)
+        if flt is None or not flt.needs_exact_types():
+            return self.be.search(vectors, k, flt)
+        # Milvus compares JSON true with 1: fetch more and apply the one filter rule here
+        out, limit, n = [], k, None
+        while True:
+            limit = min(limit * 2, 16384)
+            rows = self.be.search(vectors, limit, flt)
+            out = [[h for h in row if flt.matches(h[3])][:k] for row in rows]
+            n = self.count() if n is None else n
+            if all(len(r) >= k for r in out) or limit >= min(n, 16384):
+                return out
 
     def iterate(self, *, with_vectors: bool = False, batch: int = 1000):
         rows = []

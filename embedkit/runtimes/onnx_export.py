@@ -1,23 +1,26 @@
-"""ONNX Runtime execution backends for :class:`embedkit.encoder.Encoder` (CPU fast path).
+"""ONNX graphs of an encoder's transformer, exported once and cached, for the ONNX Runtime and
+OpenVINO runtimes (:mod:`embedkit.runtimes.onnx_runtime`, :mod:`embedkit.runtimes.openvino_runtime`).
 
-Backends registered here:
+Graph variants (``variant``):
 
-* ``onnx``      the model's transformer exported to ONNX (fp32), run by ONNX Runtime;
-* ``onnx-int8`` the same graph with dynamic int8 quantisation
-                (``onnxruntime.quantization.quantize_dynamic``: int8 weights per output channel
-                with reduced range, activations quantised at run time). Slightly less accurate:
-                see ``scripts/bench_encode.py`` for its Spearman cost.
+* ``fp32``         the exported transformer, fused by ONNX Runtime's transformer optimizer;
+* ``int8-dynamic`` ``fp32`` with dynamic int8 quantisation (``quantize_dynamic``: int8 weights per
+                   output channel with reduced range, activations quantised at run time);
+* ``plain``        the exported transformer without ONNX-Runtime-specific fusions (what OpenVINO reads);
+* ``int8-static``  ``plain`` with static int8 QDQ quantisation (``quantize_static``): activation ranges
+                   calibrated on real Chinese sentences (:mod:`embedkit.runtimes.calibration`).
+
+See ``scripts/bench_encode.py`` for the speed and Spearman cost of each.
 
 The transformer (``encoder.st[0].auto_model``) is exported with ``torch.onnx.export`` (TorchScript
 exporter, dynamic batch and sequence axes); sentence-transformers' own ONNX route needs
 ``optimum-onnx``, which conflicts with the transformers version sentence-transformers 6 brings.
 The graph returns the last hidden state, plus the first layer's output and/or the pooler output
 when the pooling needs them. BERT-style graphs are then fused by ONNX Runtime's offline transformer
-optimizer (attention, skip-layer-norm, bias-GELU kernels). Pooling itself reuses :func:`embedkit.encoder.pool_hidden` (or the
-model's own sentence-transformers modules for ``pooling="model"``), so results match the torch path.
+optimizer (attention, skip-layer-norm, bias-GELU kernels) for ONNX Runtime.
 
 Exports are cached, keyed by the model's identity (name, config, weight files, a digest of the
-parameters), the exported outputs, the opset and whether the graph is quantised:
+parameters), the exported outputs, the opset and the variant's recipe:
 
 1. ``$EMBEDKIT_ONNX_CACHE/<key>/`` when that variable is set;
 2. ``<model dir>/onnx/embedkit-<key>/`` when the model is a local directory we may write to;
@@ -36,20 +39,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoder import _MODEL_INPUTS, pool_hidden, register_backend
-from .errors import InputError
-from .fsutil import atomic_path, atomic_write_json
+from ..errors import InputError
+from ..fsutil import atomic_path, atomic_write_json
+from ..provenance import model_fingerprint
+from .base import st_tokenize
+from .pooling import MODEL_INPUTS
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 FORMAT_VERSION = 2  # bump when the exported graph's layout changes
-# Dynamic quantisation settings of the onnx-int8 graph (part of its cache key).
-QUANT_RECIPE = "dynamic-s8-per-channel-reduce-range-matmul-attention"
+# How each variant is made (part of its cache key): bump a recipe when its settings change.
+RECIPES = {
+    "fp32": None,
+    "int8-dynamic": "dynamic-s8-per-channel-reduce-range-matmul-attention",
+    "plain": "unfused",
+    "int8-static": None,  # set from embedkit.runtimes.calibration.STATIC_RECIPE when used
+}
 INSTALL_HINT = "pip install 'embedkit[onnx]'"
-
-# How many exports/quantisations this process performed (tests use it to check cache reuse).
-EXPORT_COUNT = {"export": 0, "quantize": 0}
 
 
 def _require_onnxruntime():
@@ -70,17 +77,6 @@ def _outputs_for(pooling: str) -> tuple[str, ...]:
 
 
 # -- cache location and key ------------------------------------------------------------------------
-def _weights_identity(model_dir: Path | None) -> list:
-    if model_dir is None or not model_dir.is_dir():
-        return []
-    ident = []
-    for p in sorted(model_dir.iterdir()):
-        if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".h5") or p.name == "config.json":
-            st = p.stat()
-            ident.append([p.name, st.st_size, st.st_mtime_ns])
-    return ident
-
-
 def _param_digest(model) -> str:
     """A cheap fingerprint of the weights actually loaded (catches models changed in memory)."""
     import torch
@@ -94,19 +90,29 @@ def _param_digest(model) -> str:
     return h.hexdigest()
 
 
-def cache_key(enc, outputs: tuple[str, ...], input_names: tuple[str, ...], quantized: bool) -> str:
+def _recipe(variant: str):
+    if variant not in RECIPES:
+        raise InputError(f"ONNX graph variant {variant!r} is not one of {', '.join(RECIPES)}")
+    if variant == "int8-static":
+        from .calibration import STATIC_RECIPE
+
+        return STATIC_RECIPE
+    return RECIPES[variant]
+
+
+def cache_key(enc, outputs: tuple[str, ...], input_names: tuple[str, ...], variant: str = "fp32") -> str:
     model = enc.st[0].auto_model
     model_dir = Path(enc.model_name) if Path(enc.model_name).is_dir() else None
     desc = {
         "format": FORMAT_VERSION,
         "model": str(model_dir.resolve()) if model_dir else enc.model_name,
         "config": model.config.to_dict() if hasattr(model.config, "to_dict") else str(model.config),
-        "files": _weights_identity(model_dir),
+        "files": model_fingerprint(model_dir) if model_dir else None,
         "params": _param_digest(model),
         "outputs": list(outputs),
         "inputs": list(input_names),
         "opset": OPSET,
-        "quantize": QUANT_RECIPE if quantized else None,
+        "recipe": _recipe(variant),
     }
     blob = json.dumps(desc, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
@@ -179,7 +185,7 @@ class _attn_implementation:
             try:
                 setter(self.impl)
                 self.old = old
-            except Exception:  # pragma: no cover - model without an eager path
+            except Exception:  # noqa: BLE001  # pragma: no cover - model without an eager path
                 self.old = None
         return self
 
@@ -199,12 +205,14 @@ def _optimize_in_place(path: str, config) -> None:
         opt = optimize_model(path, model_type="bert", num_heads=int(config.num_attention_heads),
                              hidden_size=int(config.hidden_size), use_gpu=False)
         opt.save_model_to_file(path)
-    except Exception as e:  # the unfused graph is still correct, only slower
+    except Exception as e:  # noqa: BLE001  (the unfused graph is still correct, only slower)
         log.warning("ONNX graph fusion skipped (%s: %s)", type(e).__name__, e)
 
 
-def export_onnx(enc, path: Path, input_names: tuple[str, ...], outputs: tuple[str, ...]) -> None:
-    """Export ``enc``'s transformer to ``path`` (written atomically)."""
+def export_onnx(enc, path: Path, input_names: tuple[str, ...], outputs: tuple[str, ...], *,
+                fuse: bool = True) -> None:
+    """Export ``enc``'s transformer to ``path`` (written atomically); ``fuse`` runs ONNX Runtime's
+    transformer optimizer on it (its fused kernels are ONNX-Runtime-only)."""
     import torch
 
     model = enc.st[0].auto_model
@@ -213,7 +221,7 @@ def export_onnx(enc, path: Path, input_names: tuple[str, ...], outputs: tuple[st
                          "(use 'cls' instead)")
     was_training = model.training
     model.eval()
-    feats = enc.tokenize(["embedkit 导出样例句子", "第二句"])
+    feats = st_tokenize(enc.st, ["embedkit 导出样例句子", "第二句"])
     args = tuple(feats[k].to("cpu") for k in input_names)
     wrapper = _ExportWrapper.make(model, input_names, outputs)
     dyn = {k: {0: "batch", 1: "seq"} for k in input_names}
@@ -233,125 +241,65 @@ def export_onnx(enc, path: Path, input_names: tuple[str, ...], outputs: tuple[st
                     torch.onnx.export(wrapper, args, str(tmp), dynamo=False, input_names=list(input_names),
                                       output_names=list(outputs), dynamic_axes=dyn,
                                       opset_version=OPSET, do_constant_folding=True)
-            _optimize_in_place(str(tmp), model.config)
+            if fuse:
+                _optimize_in_place(str(tmp), model.config)
     finally:
         model.train(was_training)
-    EXPORT_COUNT["export"] += 1
     log.info("exported %s to ONNX in %.1fs: %s", enc.model_name, time.perf_counter() - t0, path)
 
 
 def quantize_onnx(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of ``src`` (weights int8, activations quantised at run time)."""
+    """Dynamic int8 quantisation of ``src`` (weights int8, activations quantised at run time).
+
+    The quantizer logs generic advice on the root logger; embedkit leaves logger levels alone (the
+    CLI's log handling filters such records)."""
     try:
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as e:
         raise InputError(f"backend 'onnx-int8' needs onnxruntime and onnx: {INSTALL_HINT}") from e
     t0 = time.perf_counter()
-    import onnx
-
     # Signed int8 weights, per output channel, with reduce_range: on AVX2 CPUs without VNNI the
     # u8*s8 kernels can saturate at full 8-bit range (cosine to fp32 fell to ~0.6 without it).
     # The embedding table stays fp32 (a lookup, no compute to save; quantising it costs accuracy).
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer's generic "consider pre-processing" warning
-    try:
-        with atomic_path(dst, suffix=".int8.onnx.tmp") as tmp:
-            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
-    EXPORT_COUNT["quantize"] += 1
+    with atomic_path(dst, suffix=".int8.onnx.tmp") as tmp:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     log.info("quantised ONNX model to int8 in %.1fs: %s", time.perf_counter() - t0, dst)
 
 
-def ensure_model(enc, quantized: bool) -> Path:
-    """Return the path of the (possibly quantised) ONNX graph for ``enc``, exporting if needed."""
+def model_inputs(enc) -> tuple[str, ...]:
+    """The transformer inputs the tokenizer produces (token_type_ids only for models that use it)."""
+    probe = st_tokenize(enc.st, ["样例"])
+    return tuple(k for k in MODEL_INPUTS if k in probe)
+
+
+def _cached(enc, variant: str, outputs, input_names, make) -> Path:
+    key = cache_key(enc, outputs, input_names, variant)
+    path = cache_dir(enc, key) / "model.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make(path)
+        atomic_write_json(path.parent / "embedkit-onnx.json", {
+            "model": enc.model_name, "key": key, "opset": OPSET, "format": FORMAT_VERSION, "variant": variant,
+            "inputs": list(input_names), "outputs": list(outputs), "recipe": _recipe(variant)})
+    return path
+
+
+def ensure_model(enc, variant: str = "fp32") -> Path:
+    """Return the path of graph ``variant`` (see the module doc) for ``enc``, exporting if needed."""
     _require_onnxruntime()
+    _recipe(variant)
     outputs = _outputs_for(enc.pooling)
-    probe = enc.tokenize(["样例"])
-    input_names = tuple(k for k in _MODEL_INPUTS if k in probe)
-    key = cache_key(enc, outputs, input_names, quantized=False)
-    fp32 = cache_dir(enc, key) / "model.onnx"
-    if not fp32.is_file():
-        export_onnx(enc, fp32, input_names, outputs)
-        _write_meta(fp32.parent, enc, key, input_names, outputs, None)
-    if not quantized:
-        return fp32
-    qkey = cache_key(enc, outputs, input_names, quantized=True)
-    q = cache_dir(enc, qkey) / "model.onnx"
-    if not q.is_file():
-        q.parent.mkdir(parents=True, exist_ok=True)
-        quantize_onnx(fp32, q)
-        _write_meta(q.parent, enc, qkey, input_names, outputs, QUANT_RECIPE)
-    return q
+    names = model_inputs(enc)
+    if variant in ("fp32", "plain"):
+        return _cached(enc, variant, outputs, names,
+                       lambda p: export_onnx(enc, p, names, outputs, fuse=variant == "fp32"))
+    if variant == "int8-dynamic":
+        src = ensure_model(enc, "fp32")
+        return _cached(enc, variant, outputs, names, lambda p: quantize_onnx(src, p))
+    from .calibration import quantize_static_onnx
 
-
-def _write_meta(d: Path, enc, key: str, input_names, outputs, quantize) -> None:
-    atomic_write_json(d / "embedkit-onnx.json", {
-        "model": enc.model_name, "key": key, "opset": OPSET, "format": FORMAT_VERSION,
-        "inputs": list(input_names), "outputs": list(outputs), "quantize": quantize})
-
-
-# -- runner ----------------------------------------------------------------------------------------
-class OnnxRunner:
-    """Runs one batch through ONNX Runtime and pools it like the torch runner does."""
-
-    def __init__(self, enc, quantized: bool = False):
-        ort = _require_onnxruntime()
-        import torch
-
-        if enc.device not in (None, "cpu") and not str(enc.device).startswith("cpu"):
-            log.warning("backend onnx runs on the CPU (device %r ignored)", enc.device)
-        self.enc = enc
-        self.quantized = quantized
-        self.path = ensure_model(enc, quantized)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, torch.get_num_threads())
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), sess_options=so,
-                                            providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self._input_dtypes = {i.name: (np.int32 if i.type == "tensor(int32)" else np.int64)
-                              for i in self.session.get_inputs()}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        if enc.pooling == "model":
-            self._post = [m for i, m in enumerate(enc.st) if i > 0]
-        else:
-            self._post = None
-
-    def __call__(self, batch: list[str]) -> np.ndarray:
-        import torch
-
-        enc = self.enc
-        feats = enc.tokenize(batch)
-        feed = {k: np.ascontiguousarray(feats[k].cpu().numpy(), dtype=self._input_dtypes[k])
-                for k in self.input_names}
-        outs = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
-        last = torch.from_numpy(outs["last_hidden_state"])
-        mask = feats["attention_mask"].cpu()
-        with torch.inference_mode():
-            if self._post is not None:
-                features = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in feats.items()}
-                features["token_embeddings"] = last
-                for module in self._post:
-                    features = module(features)
-                emb = features["sentence_embedding"]
-            else:
-                if enc.pooling == "first-last-avg":
-                    # pool_hidden reads [1] (first layer) and [-1] (last); [0] is the embeddings
-                    hidden = (None, torch.from_numpy(outs["first_hidden_state"]), last)
-                else:
-                    hidden = (last,)
-                pooler = outs.get("pooler_output")
-                emb = pool_hidden(enc.pooling, hidden, mask,
-                                  torch.from_numpy(pooler) if pooler is not None else None)
-        return np.ascontiguousarray(emb.float().numpy(), dtype=np.float32)
-
-
-register_backend("onnx", lambda enc: OnnxRunner(enc, quantized=False))
-register_backend("onnx-int8", lambda enc: OnnxRunner(enc, quantized=True))
+    src = ensure_model(enc, "plain")
+    return _cached(enc, variant, outputs, names, lambda p: quantize_static_onnx(enc, src, p, names))

@@ -15,12 +15,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from embedkit.errors import EmbedkitError, IndexFormatError, InputError
 
 from .batching import BatcherClosedError, QueueFullError
 
-log = logging.getLogger("api")
+log = logging.getLogger("embedkit.server")
 
 _HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
@@ -32,6 +33,10 @@ class ApiError(Exception):
     def __init__(self, status: int, type: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.type, self.message, self.headers = status, type, message, headers
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request waited; nobody is left to answer."""
 
 
 def error_body(type: str, message: str) -> dict:
@@ -51,6 +56,8 @@ def to_error(exc: BaseException, retry_after_s: int = 1,
     if isinstance(exc, StarletteHTTPException):
         return exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail), \
             getattr(exc, "headers", None)
+    if isinstance(exc, ClientDisconnected):
+        return 499, "client_closed_request", "the client disconnected before the answer", None
     if isinstance(exc, QueueFullError):
         return 503, "overloaded", str(exc), {"Retry-After": str(retry_after_s)}
     if isinstance(exc, BatcherClosedError):
@@ -64,15 +71,28 @@ def to_error(exc: BaseException, retry_after_s: int = 1,
     return 500, "internal_error", "internal server error (details are in the server log)", None
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app, scope) -> list[str]:
+    """Every method some route serves at this path (Starlette's own 405 names only the first route's)."""
+    return [m for m in _METHODS
+            if any(route.matches({**scope, "method": m})[0] == Match.FULL for route in app.router.routes)]
+
+
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         status, type_, message, headers = to_error(exc, retry_after_s, request.headers.get("content-type"))
+        if status == 405:
+            allow = allowed_methods(request.app, request.scope)
+            headers = dict(headers or {}, Allow=", ".join(allow))
+            message = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allow)}"
         if status >= 500 and type_ not in ("overloaded", "unavailable", "not_ready"):
             log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc,
                       exc_info=(type(exc), exc, exc.__traceback__))
         return error_response(status, type_, message, headers)
 
-    for cls in (ApiError, RequestValidationError, StarletteHTTPException, QueueFullError, BatcherClosedError,
+    for cls in (ApiError, ClientDisconnected, RequestValidationError, StarletteHTTPException, QueueFullError, BatcherClosedError,
                 EmbedkitError, Exception):
         app.add_exception_handler(cls, handle)
 

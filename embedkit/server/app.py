@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from embedkit import __version__
 from embedkit.errors import EmbedkitError
@@ -17,12 +20,12 @@ from embedkit.errors import EmbedkitError
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import GuardMiddleware
-from .routes import build_routers
+from .routes import DOCS_ASSETS, build_routers
 from .schemas import make_schemas
 from .service import Service
 from .settings import Settings
 
-log = logging.getLogger("api")
+log = logging.getLogger("embedkit.server")
 
 WARMUP_TEXT = "预热"
 
@@ -30,6 +33,10 @@ WARMUP_TEXT = "预热"
 def _load_index(settings: Settings):
     from embedkit.index import EmbedIndex
 
+    if settings.encoder_threads is not None:  # the serving process's own choice (embedkit serve --encoder-threads)
+        import torch
+
+        torch.set_num_threads(settings.encoder_threads)
     idx = EmbedIndex.load(settings.index_dir, backend=settings.backend, device=settings.device)
     idx.encoder.encode([WARMUP_TEXT], normalize=False)  # first-call costs are paid before /health says ok
     return idx
@@ -66,7 +73,7 @@ def create_app(settings: Settings, *, index=None) -> FastAPI:
             app.state.service = None
             await service.stop()
 
-    app = FastAPI(title="embedkit", version=__version__, lifespan=lifespan, redoc_url=None,
+    app = FastAPI(title="embedkit", version=__version__, lifespan=lifespan, redoc_url=None, docs_url=None,
                   description="Chinese-first semantic search and OpenAI-compatible embeddings over one "
                               "embedkit index directory.")
     app.state.settings = settings
@@ -75,7 +82,47 @@ def create_app(settings: Settings, *, index=None) -> FastAPI:
     app.state.startup_error = None
     for router in build_routers(make_schemas(settings), settings):
         app.include_router(router)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    app.state.openapi_base = None
+    app.openapi = lambda: _openapi(app)
     install_error_handlers(app, settings.retry_after_s)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics,
                        startup_error=lambda: app.state.startup_error)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one ``embedkit serve --workers N`` process (uvicorn factory): settings from the environment."""
+    return create_app(Settings.from_env())
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The OpenAPI document, with the limits that depend on the loaded index: ``dimensions`` at most
+    the index dimension; search ``mode`` lexical/hybrid only when the index has a lexical part;
+    ``min_probability`` only when it is calibrated (both re-read on every call: another process may
+    add them while the server runs)."""
+    import copy
+
+    base = app.state.openapi_base
+    if base is None:
+        base = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    service = app.state.service
+    if service is None:
+        return base  # not cached: the index-dependent limits come once it is loaded
+    app.state.openapi_base = base
+    schema = copy.deepcopy(base)
+    comps = schema["components"]["schemas"]
+    dims = comps["EmbeddingsRequest"]["properties"]["dimensions"]
+    for option in dims.get("anyOf", [dims]):
+        if option.get("type") == "integer":
+            option["maximum"] = int(service.index.dim)
+    idx = service.index
+    idx.refresh()
+    props = comps["SearchRequest"]["properties"]
+    if getattr(idx.store, "lexical", None) is None:
+        props["mode"]["enum"] = ["dense"]
+        props["mode"]["description"] += " This index has no lexical part: only dense."
+    if idx.query_path.calibration is None:
+        props["min_probability"] = {"type": "null", "default": None, "title": "Min Probability",
+                                    "description": "Only on a calibrated index (embedkit calibrate); this one is not."}
+    return schema

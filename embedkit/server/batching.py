@@ -4,9 +4,17 @@ One consumer task owns the model. A request puts its texts in a bounded queue an
 The consumer takes the oldest request, waits at most ``wait_ms`` (counted from when that request
 arrived) for others to join (only while requests are concurrent: after a batch that merged several
 or saw new ones arrive; a lone client is never delayed), then takes whole requests, oldest first, until the next one would push
-the batch past ``max_batch`` texts (a request larger than ``max_batch`` runs alone; the encoder
-splits it). The model runs in a single worker thread, never on the event loop; while it runs, new
+the batch past ``max_batch`` texts or ``max_tokens`` estimated tokens (characters + 2 per text; one
+token per character is right for Chinese BERT vocabularies and an over-estimate elsewhere), so a few
+long texts do not share a padded batch with dozens of others (a request over either bound runs alone;
+the encoder splits it). The model runs in a single worker thread, never on the event loop; while it runs, new
 requests queue up and form the next batch, so under load the batches fill by themselves.
+
+A request whose client goes away while it waits (its ``submit`` is cancelled) leaves the queue at
+once: its texts cost no encoder time (``on_abandon`` counts them).
+
+``fn`` returns the rows, or ``(rows, tokens)`` with the tokens read per text; ``submit(...,
+with_tokens=True)`` then returns ``(rows, tokens)`` for that request's texts.
 
 With ``merge=False`` every request is its own encoder call (batching off) through the same queue,
 worker thread and limits: the only difference between the two modes is the merging.
@@ -24,10 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-log = logging.getLogger("api.batching")
+log = logging.getLogger("embedkit.server.batching")
 
-EncodeFn = Callable[[list[str]], np.ndarray]
+EncodeFn = Callable[[list[str]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 BatchHook = Callable[[int, int, float], None]  # (texts, requests, seconds) after each encoder call
+AbandonHook = Callable[[int], None]  # texts dropped from the queue because their client went away
 
 
 class QueueFullError(Exception):
@@ -47,21 +56,29 @@ class BatcherClosedError(Exception):
 class _Item:
     texts: list[str]
     future: asyncio.Future
+    with_tokens: bool = False
     arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(t) for t in self.texts) + 2 * len(self.texts)
 
 
 class MicroBatcher:
     def __init__(self, fn: EncodeFn, *, max_batch: int = 64, wait_ms: float = 2.0, max_queue: int = 2048,
-                 merge: bool = True, on_batch: BatchHook | None = None):
-        if max_batch <= 0 or max_queue <= 0 or wait_ms < 0:
-            raise ValueError(f"max_batch and max_queue must be positive and wait_ms >= 0, got "
-                             f"{max_batch}, {max_queue}, {wait_ms}")
+                 merge: bool = True, max_tokens: int | None = None, on_batch: BatchHook | None = None,
+                 on_abandon: AbandonHook | None = None):
+        if max_batch <= 0 or max_queue <= 0 or wait_ms < 0 or (max_tokens is not None and max_tokens <= 0):
+            raise ValueError(f"max_batch, max_queue and max_tokens must be positive and wait_ms >= 0, got "
+                             f"{max_batch}, {max_queue}, {max_tokens}, {wait_ms}")
         self.fn = fn
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
         self.max_queue = max_queue
         self.merge = merge
+        self.max_tokens = max_tokens
         self.on_batch = on_batch
+        self.on_abandon = on_abandon
         self._pending: deque[_Item] = deque()
         self._queued = 0  # texts waiting (not yet in a running encoder call)
         self._wakeup: asyncio.Event | None = None
@@ -108,8 +125,9 @@ class MicroBatcher:
         return self._task is not None and not self._task.done()
 
     # -- the request side -----------------------------------------------------------------------
-    async def submit(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode ``texts`` (a non-empty list) in some batch; returns their rows, in order."""
+    async def submit(self, texts: Sequence[str], *, with_tokens: bool = False):
+        """Encode ``texts`` (a non-empty list) in some batch; returns their rows, in order (with
+        ``with_tokens``: ``(rows, tokens per text)``)."""
         texts = list(texts)
         if not texts:
             raise ValueError("submit() needs at least one text")
@@ -117,13 +135,32 @@ class MicroBatcher:
             raise BatcherClosedError("the encoder is not running")
         if self._queued + len(texts) > self.max_queue:
             raise QueueFullError(self._queued, len(texts), self.max_queue)
-        item = _Item(texts, asyncio.get_running_loop().create_future())
+        item = _Item(texts, asyncio.get_running_loop().create_future(), with_tokens)
         self._pending.append(item)
         self._queued += len(texts)
         self._wakeup.set()
-        # A cancelled waiter (client gone, server stopping) leaves a cancelled future behind; the
-        # consumer skips it, so abandoned requests cost no encoder time if they have not started.
-        return await item.future
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            # Client gone (or server stopping): a request that has not reached the encoder leaves the
+            # queue now and costs no encoder time.
+            self._forget(item)
+            raise
+
+    def _forget(self, item: _Item) -> None:
+        try:
+            self._pending.remove(item)
+        except ValueError:
+            return  # already taken into a batch (or dropped by _take)
+        self._queued -= len(item.texts)
+        self._abandoned(len(item.texts))
+
+    def _abandoned(self, n: int) -> None:
+        if self.on_abandon is not None:
+            try:
+                self.on_abandon(n)
+            except Exception:  # pragma: no cover - metrics never break serving
+                log.exception("abandon hook failed")
 
     # -- the consumer ---------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -140,7 +177,7 @@ class MicroBatcher:
             self._inflight = batch
             try:
                 await self._encode(loop, batch)
-            except Exception as e:  # noqa: BLE001 - the consumer must outlive any one batch
+            except Exception as e:
                 log.exception("encoder batch failed unexpectedly")
                 for it in batch:
                     if not it.future.done():
@@ -183,34 +220,38 @@ class MicroBatcher:
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
-        n = 0
+        n = tokens = 0
+        budget = self.max_tokens
         while self._pending:
             item = self._pending[0]
             if item.future.done():  # cancelled while waiting
                 self._pending.popleft()
                 self._queued -= len(item.texts)
+                self._abandoned(len(item.texts))
                 continue
-            if batch and (not self.merge or n + len(item.texts) > self.max_batch):
+            if batch and (not self.merge or n + len(item.texts) > self.max_batch
+                          or (budget is not None and tokens + item.tokens > budget)):
                 break
             self._pending.popleft()
             self._queued -= len(item.texts)
             batch.append(item)
             n += len(item.texts)
+            tokens += item.tokens
             if not self.merge:
                 break
         return batch
 
     def _deliver(self, batch: list[_Item], out) -> None:
-        out = np.asarray(out)
+        out, tokens = _split_result(out)
         if out.ndim != 2 or out.shape[0] != sum(len(it.texts) for it in batch):
             raise RuntimeError(f"the encoder returned shape {out.shape} for "
                                f"{sum(len(it.texts) for it in batch)} texts")
         start = 0
         for it in batch:
-            rows = out[start:start + len(it.texts)]
-            start += len(it.texts)
+            end = start + len(it.texts)
             if not it.future.done():
-                it.future.set_result(rows)
+                it.future.set_result(_result(it, out[start:end], None if tokens is None else tokens[start:end]))
+            start = end
 
     async def _fail_or_retry(self, loop, batch: list[_Item], error: Exception) -> None:
         """One request's bad input must not fail its batch-mates: retry each request on its own."""
@@ -228,4 +269,19 @@ class MicroBatcher:
                     it.future.set_exception(e)
             else:
                 if not it.future.done():
-                    it.future.set_result(np.asarray(rows))
+                    it.future.set_result(_result(it, *_split_result(rows)))
+
+
+def _split_result(out) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(out, tuple):
+        rows, tokens = out
+        return np.asarray(rows), np.asarray(tokens)
+    return np.asarray(out), None
+
+
+def _result(item: _Item, rows: np.ndarray, tokens: np.ndarray | None):
+    if not item.with_tokens:
+        return rows
+    if tokens is None:
+        raise RuntimeError("the encoder function returned no token counts")
+    return rows, tokens

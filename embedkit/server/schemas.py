@@ -1,15 +1,28 @@
 """Request and response models.
 
 Request models carry the server's limits (texts per request, characters per text, top_k), so they are
-built per app by :func:`make_schemas` from its :class:`~api.settings.Settings`; ``/docs`` shows the
+built per app by :func:`make_schemas` from its :class:`~embedkit.server.settings.Settings`; ``/docs`` shows the
 limits in force. Every text must be a real string with some non-whitespace character: no numbers,
 no nulls, no token-id arrays.
+
+Every rule the server enforces is stated in the published schema (the API accepts exactly what its
+OpenAPI document says): non-blank text is ``pattern: \\S``, "exactly one of query/queries" is a
+``oneOf``, integers are JSON Schema integers (``4.0`` is one, so it is accepted as 4).
 """
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from .settings import Settings
@@ -27,10 +40,30 @@ FilterValue = Annotated[Any, AfterValidator(_scalar),
                         WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
 
 
+# "Some character that is not whitespace", whitespace as Python's str.isspace() knows it, written out
+# so that JSON Schema's (ECMA 262) regex engine and Python's read the published pattern alike (their \\s
+# differ: ECMA's lacks U+001C..U+001F and U+0085, and has U+FEFF). The check below uses this very regex.
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_NOT_BLANK_RE = re.compile(NOT_BLANK)
+
+
 def _not_blank(v: str) -> str:
-    if not v.strip():
+    if _NOT_BLANK_RE.search(v) is None:
         raise PydanticCustomError("blank_string", "must contain non-whitespace text")
     return v
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema's ``integer`` includes numbers with a zero fraction (``4.0``); pass them on as ints.
+    Everything else (strings, booleans, 2.5) reaches the strict int check and is refused there."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def int_type(**constraints):
+    """A strict JSON integer (no strings, no booleans, no fractions) that accepts ``4.0`` as 4."""
+    return Annotated[int, Field(strict=True, **constraints), BeforeValidator(_integral)]
 
 
 def _one_or_many(v: Any) -> Any:
@@ -43,16 +76,16 @@ def _one_or_many(v: Any) -> Any:
 
 
 def text_type(max_chars: int):
-    return Annotated[str, Field(strict=True, min_length=1, max_length=max_chars), AfterValidator(_not_blank)]
+    return Annotated[str, Field(strict=True, min_length=1, max_length=max_chars,
+                                json_schema_extra={"pattern": NOT_BLANK}), AfterValidator(_not_blank)]
 
 
 def texts_type(max_texts: int, max_chars: int, *, single_ok: bool):
     item = text_type(max_chars)
     if not single_ok:
         return Annotated[list[item], Field(min_length=1, max_length=max_texts)]
-    schema = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": max_chars},
-                        {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": max_chars},
-                         "minItems": 1, "maxItems": max_texts}]}
+    one = {"type": "string", "minLength": 1, "maxLength": max_chars, "pattern": NOT_BLANK}
+    schema = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": max_texts}]}
     return Annotated[list[item], BeforeValidator(_one_or_many), Field(min_length=1, max_length=max_texts),
                      WithJsonSchema(schema)]
 
@@ -68,6 +101,7 @@ class Schemas:
     EmbeddingsRequest: type[BaseModel]
     DocumentIn: type[BaseModel]
     AddDocumentsRequest: type[BaseModel]
+    SimilarityRequest: type[BaseModel]
 
 
 def make_schemas(s: Settings) -> Schemas:
@@ -75,16 +109,28 @@ def make_schemas(s: Settings) -> Schemas:
     Texts = texts_type(s.max_texts, s.max_chars, single_ok=False)
     OneOrMany = texts_type(s.max_texts, s.max_chars, single_ok=True)
     Filter = Annotated[dict[Annotated[str, Field(pattern=FILTER_FIELD, max_length=64)], FilterValue],
-                       Field(min_length=1, max_length=s.max_filter_fields)]
+                       Field(min_length=1, max_length=s.max_filter_fields),
+                       WithJsonSchema({"type": "object", "propertyNames": {"pattern": FILTER_FIELD, "maxLength": 64},
+                                       "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+                                       "minProperties": 1, "maxProperties": s.max_filter_fields})]
 
     class SearchRequest(_Strict):
         """One query (``query``) or several (``queries``); exactly one of the two."""
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+            {"required": ["query"], "properties": {"query": {"type": "string"}}},
+            {"required": ["queries"], "properties": {"queries": {"type": "array"}}}]})
         query: Text | None = Field(None, description="A single query.", examples=["信用卡额度太低能调高吗"])
         queries: Texts | None = Field(None, description=f"Up to {s.max_texts} queries.")
-        top_k: int = Field(10, strict=True, ge=1, le=s.max_top_k,
-                           description="Hits per query (an index with fewer documents returns them all).")
-        min_score: float | None = Field(None, allow_inf_nan=False, description="Drop hits scoring below this.")
+        top_k: int_type(ge=1, le=s.max_top_k) = Field(
+            10, description="Hits per query (an index with fewer documents returns them all).")
+        min_score: float | None = Field(None, strict=True, allow_inf_nan=False, description="Drop hits scoring below this.")
         filter: Filter | None = Field(None, description="Metadata equality filter, e.g. {\"topic\": \"快递物流\"}.")
+        mode: Literal["dense", "lexical", "hybrid"] = Field(
+            "dense", description="dense (vectors), lexical (BM25 over Chinese words) or hybrid (both, fused with the "
+                                 "index's tuned weight). lexical/hybrid need an index with a lexical part.")
+        min_probability: float | None = Field(
+            None, strict=True, ge=0, le=1, allow_inf_nan=False,
+            description="Drop hits whose calibrated P(similar) is below this (dense mode, calibrated index).")
 
         @model_validator(mode="after")
         def _exactly_one(self):
@@ -104,20 +150,30 @@ def make_schemas(s: Settings) -> Schemas:
         input: OneOrMany = Field(description=f"A string or up to {s.max_texts} strings.")
         model: Annotated[str, Field(strict=True, max_length=256)] | None = None
         encoding_format: Literal["float", "base64"] = "float"
-        dimensions: int | None = Field(None, strict=True, ge=1,
-                                       description="Keep the first N components (re-normalised); at most "
-                                                   "the index dimension.")
+        dimensions: int_type(ge=1) | None = Field(
+            None, description="Keep the first N components (re-normalised); at most the index dimension "
+                              "(the schema's maximum, once the index is loaded).")
         user: Annotated[str, Field(strict=True, max_length=256)] | None = None
 
     class DocumentIn(_Strict):
-        id: Annotated[str, Field(strict=True, min_length=1, max_length=256), AfterValidator(_not_blank)]
+        id: Annotated[str, Field(strict=True, min_length=1, max_length=256, json_schema_extra={"pattern": NOT_BLANK}),
+                      AfterValidator(_not_blank)]
         text: Text
         metadata: dict[str, Any] | None = None
 
     class AddDocumentsRequest(_Strict):
-        documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=s.max_texts)]
+        documents: Annotated[list[DocumentIn], Field(
+            min_length=1, max_length=s.max_texts,
+            description="New documents. Ids must be new: an id already in the index, or given twice in "
+                        "this request, is a conflict (409) and nothing is added.")]
 
-    return Schemas(SearchRequest, EncodeRequest, EmbeddingsRequest, DocumentIn, AddDocumentsRequest)
+    class SimilarityRequest(_Strict):
+        """Pairs of texts to compare through the index's query path."""
+        pairs: Annotated[list[tuple[Text, Text]], Field(min_length=1, max_length=max(1, s.max_texts // 2))] = Field(
+            description=f"Up to {max(1, s.max_texts // 2)} pairs [a, b].", examples=[[["花呗怎么还款", "花呗如何还款"]]])
+
+    return Schemas(SearchRequest, EncodeRequest, EmbeddingsRequest, DocumentIn, AddDocumentsRequest,
+                   SimilarityRequest)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,6 +193,20 @@ class HitOut(BaseModel):
     text: str
     score: float
     metadata: dict[str, Any] | None = None
+    probability: float | None = Field(None, description="Calibrated P(similar); only on a calibrated index.")
+    match: bool | None = Field(None, description="score at or above the calibrated threshold; with probability.")
+
+
+class PairScore(BaseModel):
+    score: float
+    probability: float | None = Field(None, description="Calibrated P(similar); null on an uncalibrated index.")
+    match: bool | None = Field(None, description="At or above the calibrated threshold; null when uncalibrated.")
+
+
+class SimilarityResponse(BaseModel):
+    results: list[PairScore]
+    calibrated: bool
+    model: str
 
 
 class QueryResult(BaseModel):

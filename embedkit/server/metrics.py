@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (.002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -27,6 +34,8 @@ class Metrics:
         self.batch_seconds = Histogram("embedkit_batch_duration_seconds", "Time of one encoder call.",
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.texts = Counter("embedkit_texts_encoded", "Texts encoded.", registry=r)
+        self.abandoned = Counter("embedkit_texts_abandoned", "Queued texts dropped unencoded because their "
+                                 "client disconnected.", registry=r)
         self.rejected = Counter("embedkit_queue_rejections", "Requests refused with 503 because the queue was full.",
                                 registry=r)
         self.queue_depth = Gauge("embedkit_queue_depth", "Texts waiting for the encoder.", registry=r)
@@ -37,6 +46,9 @@ class Metrics:
         self.batch_requests.observe(requests)
         self.batch_seconds.observe(seconds)
         self.texts.inc(texts)
+
+    def observe_abandoned(self, texts: int) -> None:
+        self.abandoned.inc(texts)
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()
