@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
-         "lexical")  # known benchmarks first, in this order; others after, by file name
+         "lexical", "calibration")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -280,6 +280,33 @@ def render_ray(res: dict) -> list[str]:
             "*Command:* `python scripts/bench_ray.py`"]
 
 
+def render_calibration(res: dict) -> list[str]:
+    st = res["settings"]
+    out = ["### Auto reducer and calibrated similarity", "",
+           f"Protocol {st['protocol']} (fit and choose on valid, score test); {st['cap_note']}. "
+           "Test Spearman × 100; ECE of the isotonic probability; accuracy at the threshold fitted on "
+           "valid vs the best threshold on test in hindsight.", "",
+           "| model | task | none | auto (choice) | best fixed in hindsight | AUC | acc@fitted | acc best | ECE |",
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for m in res["models"]:
+        for t, r in m["tasks"].items():
+            k = r.get("auto_classification") or {}
+            out.append(f"| {m['model']} | {t} | {_num(r['none'], 2)} | {_num(r['auto'], 2)} ({r['auto_choice']}) | "
+                       f"{_num(r['best_fixed'], 2)} | {_num(k.get('auc'), 1)} | "
+                       f"{_num(k.get('accuracy_at_fitted_threshold'), 1)} | "
+                       f"{_num(k.get('accuracy_best_threshold_on_test'), 1)} | {_num(k.get('ece_isotonic'), 3)} |")
+        a = m["avg"]
+        out.append(f"| {m['model']} | **avg** | {_num(a['none'], 2)} | {_num(a['auto'], 2)} | "
+                   f"{_num(a['best_fixed'], 2)} ({m['best_fixed_in_hindsight']}) | | | | |")
+    tn = res.get("text_normalisation")
+    if tn:
+        out += ["", f"Text normalisation, {tn['model']} on {tn['task']} {tn['split']} (Spearman × 100, none / auto): "
+                f"plain {_num(tn['plain']['none'], 2)} / {_num(tn['plain']['auto'], 2)}; "
+                + "; ".join(f"{mode} {_num(tn[mode]['none'], 2)} / {_num(tn[mode]['auto'], 2)}" for mode in ("t2s", "s2t"))
+                + ". " + tn.get("note", "")]
+    return out + ["", f"*Command:* `{res['command']}`"]
+
+
 def render_retrieval(res: dict) -> list[str]:
     caps = []
     if res.get("max_queries"):
@@ -336,7 +363,8 @@ def render_writes(res: dict) -> list[str]:
 
 RENDERERS = {"encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
-             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes}
+             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes,
+             "calibration": render_calibration}
 
 
 # -- assembly --------------------------------------------------------------------------------------

@@ -109,6 +109,10 @@ class Reducer(TransformerMixin, BaseEstimator):
             parts.append(",".join(extra))
         return ":".join(parts)
 
+    def describe(self) -> dict:
+        """What a manifest records about this reducer (``AutoReducer`` adds its grid and choice)."""
+        return {"spec": self.spec}
+
     @property
     def output_dim(self) -> int:
         self._check_fitted()
