@@ -31,3 +31,23 @@ def test_two_halves_equal_embed_and_no_model_is_loaded_for_delete(tmp_path):
     reopened = EmbedIndex.load(tmp_path / "h")     # the manifest's model is "fake": loading it would fail
     assert reopened.delete(["3"]) == 1 and not reopened.query_path.encoder_loaded
     assert len(EmbedIndex.load(tmp_path / "h")) == 39
+
+
+def test_auto_reducer_in_a_build_chooses_on_tuning_pairs_and_records_the_grid(tmp_path):
+    """--reduce auto needs --tune-pairs; with them the choice and grid are in the manifest."""
+    from embedkit.errors import InputError
+
+    from .conftest import STS
+
+    docs = [Doc(str(i), f"文本 {i}") for i in range(300)]
+    with pytest.raises(InputError, match="--tune-pairs FILE"):
+        EmbedIndex.build(tmp_path / "a", docs, encoder=FakeEncoder(16), reduce="auto")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join((STS / "LCQMC" / "LCQMC.valid.data").read_text(encoding="utf-8").splitlines()[:200])
+                     + "\n", encoding="utf-8")
+    idx = EmbedIndex.build(tmp_path / "b", docs, encoder=FakeEncoder(16), reduce="auto", tune_pairs=pairs)
+    r = idx.manifest["reducer"]
+    assert r["spec"].startswith("auto") and r["tuned_on"] == str(pairs) and r["auto"]["grid"]
+    assert r["auto"]["choice"] in [g["spec"] for g in r["auto"]["grid"]]
+    again = EmbedIndex.load(tmp_path / "b", encoder=FakeEncoder(16))
+    np.testing.assert_array_equal(again.embed(["查询"]), idx.embed(["查询"]))

@@ -57,7 +57,9 @@ class BuildSpec:
         out = {"reduce": self.reduce, "index": self.index_type, "metric": self.metric, "index_params": index_params,
                "chunk_size": self.chunk_size, "fit_sample": self.fit_sample, "overwrite": self.overwrite}
         if self.lexical:
-            out.update(lexical=True, tune_pairs=self.tune_pairs)
+            out["lexical"] = True
+        if self.tune_pairs is not None:
+            out["tune_pairs"] = self.tune_pairs
         if self.normalize != "none":
             out["normalize"] = self.normalize
         return out
@@ -84,7 +86,8 @@ build_options = grouped(
     click.option("--lexical", is_flag=True,
                  help="Also index Chinese words (BM25) for --mode lexical|hybrid search."),
     click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                 help="Labelled pairs (sentence1<TAB>sentence2<TAB>label) the hybrid fusion weight is tuned on."),
+                 help="Labelled pairs (sentence1<TAB>sentence2<TAB>label): --reduce auto chooses on them, and "
+                      "--lexical tunes the hybrid fusion weight on them."),
 )
 
 

@@ -114,7 +114,10 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
         if final_vectors:
             sample_vecs = sample_raw
         else:
-            qp.reducer.fit(sample_raw[:fit_sample])
+            if qp.reducer.kind == "auto":  # chooses itself on labelled pairs (an error says how to give them)
+                qp.reducer.fit(sample_raw[:fit_sample], tune=_tuning_vectors(qp, tune_pairs))
+            else:
+                qp.reducer.fit(sample_raw[:fit_sample])
             sample_vecs = qp.project(sample_raw)
         del sample_raw
         project = (lambda x: np.asarray(x, dtype=np.float32)) if final_vectors else qp.project
@@ -139,7 +142,9 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
             "build_id": uuid.uuid4().hex, "encoder": enc_cfg,
             "normalize": getattr(qp.normalizer, "spec", "none") if qp.normalizer is not None else "none",
             "reducer": {"spec": qp.reducer.spec, "dim_in": qp.reducer.n_features_in_,
-                        "dim_out": qp.reducer.output_dim, "fitted_on": qp.reducer.n_samples_fit_},
+                        "dim_out": qp.reducer.output_dim, "fitted_on": qp.reducer.n_samples_fit_,
+                        **({"auto": qp.reducer.describe(), "tuned_on": str(tune_pairs)}
+                           if qp.reducer.kind == "auto" else {})},
             "index": desc, "metric": qp.metric, "dim": qp.reducer.output_dim, "count": n, "next_iid": n,
             "expected_size": expected_size, "versions": versions(store_name),
             "build_seconds": round(time.perf_counter() - t0, 3),
@@ -168,6 +173,18 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
     from .opening import _open_store
 
     return cls(directory, manifest, qp, _open_store(directory, gen, manifest), gen, key)
+
+
+def _tuning_vectors(qp: QueryPath, tune_pairs):
+    """(raw vectors of sentence1, of sentence2, labels) of a labelled pairs file, for ``auto``."""
+    if tune_pairs is None:
+        return None
+    from ..calibration import read_labelled_pairs
+
+    pairs = read_labelled_pairs(tune_pairs)
+    raw = qp.encode_raw(list(pairs.sentences1) + list(pairs.sentences2), show_progress_bar=False)
+    n = len(pairs.sentences1)
+    return raw[:n], raw[n:], np.asarray(pairs.scores, dtype=np.float64)
 
 
 def _take_sample(batches: Iterator, want: int):
