@@ -11,6 +11,9 @@ _LAZY = {
     "Doc": "embedkit.corpus",
     "make_reducer": "embedkit.reducers",
     "jl_min_dim": "embedkit.reducers",
+    "AutoReducer": "embedkit.reducers",
+    "Calibrator": "embedkit.calibration",
+    "TextNormalizer": "embedkit.textnorm",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -11,6 +11,7 @@ BINARY_INDEX_TYPES = ("binary", "binary-hnsw")
 INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq", "int8", "hnsw-int8", *BINARY_INDEX_TYPES)
 MILVUS_INDEX_TYPES = ("flat", "ivf-flat", "hnsw", "autoindex")
 METRICS = ("cosine", "ip", "l2")
+SEARCH_MODES = ("dense", "lexical", "hybrid")  # dense vectors, Chinese BM25, or both fused
 CORPUS_FORMATS = ("txt", "jsonl", "tsv")
 REDUCER_KINDS = ("none", "whitening", "pca", "jl", "auto")
 ENGINES = ("local", "ray")

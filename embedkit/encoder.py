@@ -121,26 +121,26 @@ class Encoder:
                                       show_progress_bar=show_progress_bar)[0]
 
     def encode_with_usage(self, sentences, *, batch_size: int | None = None, normalize: bool | None = None,
-                          show_progress_bar: bool | None = None) -> tuple[np.ndarray, int]:
-        """:meth:`encode` plus the number of tokens the model read, from this same tokenisation:
-        the attention-mask sum over all texts (special tokens included, truncated at max_length,
-        padding excluded). Call it on the thread that encodes; nothing is tokenised twice."""
+                          show_progress_bar: bool | None = None) -> tuple[np.ndarray, np.ndarray | int]:
+        """:meth:`encode` plus the tokens the model read, from this same tokenisation: for a list, an
+        int64 array with one count per text (its attention-mask sum: special tokens included,
+        truncated at max_length, padding excluded; ``.sum()`` is the request total); for a single
+        string, an int. Call it on the thread that encodes; nothing is tokenised twice."""
         texts, single = _as_text_list(sentences)
         bs = _positive_int("batch_size", batch_size or self.batch_size)
         norm = self.normalize if normalize is None else normalize
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32), 0
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         n_batches = (len(texts) + bs - 1) // bs
         show = n_batches > 8 if show_progress_bar is None else show_progress_bar
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        n_tokens = 0
+        n_tokens = np.empty(len(texts), dtype=np.int64)
         from tqdm.auto import tqdm
 
         for b in tqdm(range(n_batches), desc="encode", unit="batch", disable=not show, file=None):
             idx = order[b * bs:(b + 1) * bs]
-            out[idx], n = self.runtime.run([texts[i] for i in idx])
-            n_tokens += n
+            out[idx], n_tokens[idx] = self.runtime.run([texts[i] for i in idx])
         if norm:
             out = l2_normalize(out)
-        return (out[0] if single else out), n_tokens
+        return (out[0], int(n_tokens[0])) if single else (out, n_tokens)

@@ -236,10 +236,11 @@ class BM25Index:
         return self
 
     # -- searching ------------------------------------------------------------------------
-    def search(self, queries, k: int = 10, *, allowed_ids=None) -> list[list[tuple[float, int]]]:
+    def search(self, queries, k: int = 10, *, allowed_ids=None, excluded_ids=None) -> list[list[tuple[float, int]]]:
         """Per query, up to ``k`` ``(score, id)`` best first (ties: earlier-added document first).
 
-        ``queries``: texts or token lists.  ``allowed_ids``: only these ids may be returned."""
+        ``queries``: texts or token lists.  ``allowed_ids``: only these ids may be returned;
+        ``excluded_ids``: these may not (deletions recorded elsewhere)."""
         self._check_fitted()
         if isinstance(queries, str):
             raise InputError("queries must be a list of texts (got one str); wrap it in a list")
@@ -251,9 +252,45 @@ class BM25Index:
         mask = None
         if allowed_ids is not None:
             mask = np.isin(self.ids_, np.fromiter((int(i) for i in allowed_ids), dtype=np.int64))
+        if excluded_ids is not None and len(excluded_ids):
+            keep = ~np.isin(self.ids_, np.asarray(excluded_ids, dtype=np.int64))
+            mask = keep if mask is None else mask & keep
         out = []
         for toks in qtoks:
             out.append(self._search_one(toks, int(k), mask))
+        return out
+
+    def stats(self) -> dict:
+        """The corpus statistics BM25 scores with: documents, average length, per-word document frequency."""
+        self._check_fitted()
+        lens = np.diff(self._offsets)
+        doc_of = np.repeat(np.arange(len(lens)), lens)
+        pairs = np.unique(np.stack([doc_of, self._flat.astype(np.int64)]), axis=1) if len(self._flat) \
+            else np.zeros((2, 0), np.int64)
+        df = np.bincount(pairs[1], minlength=len(self.vocab_)) if pairs.shape[1] else np.zeros(len(self.vocab_))
+        return {"n_docs": int(len(lens)), "avgdl": float(lens.mean()) if len(lens) else 0.0,
+                "df": {w: int(df[i]) for w, i in self.vocab_.items()}}
+
+    def score_with(self, stats: dict, query_tokens: list[str], doc_tokens: list[list[str]]) -> np.ndarray:
+        """BM25 (this index's k1, b, method) of other documents against ``stats`` of this corpus — how
+        documents added since the index was built are scored until the next rebuild (as Lucene scores
+        new segments with the index's statistics)."""
+        from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
+
+        idf_fn, tfc_fn = _select_idf_scorer(self.method), _select_tfc_scorer(self.method)
+        n, avg = max(1, stats["n_docs"]), stats["avgdl"] or 1.0
+        q = [t for t in dict.fromkeys(query_tokens) if t]
+        idf = {t: idf_fn(stats["df"].get(t, 0), N=n) for t in q}
+        out = np.zeros(len(doc_tokens), dtype=np.float32)
+        for j, toks in enumerate(doc_tokens):
+            if not toks:
+                continue
+            counts: dict[str, int] = {}
+            for t in toks:
+                counts[t] = counts.get(t, 0) + 1
+            dl = len(toks)
+            out[j] = sum(idf[t] * tfc_fn(tf_array=counts[t], l_d=dl, l_avg=avg, k1=self.k1, b=self.b)
+                         for t in q if t in counts)
         return out
 
     def get_scores(self, query) -> np.ndarray:

@@ -4,27 +4,35 @@ versions and a cheap model-directory fingerprint."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 
-_BASE = ("faiss", "torch", "sentence_transformers", "transformers", "sklearn")
-_EXTRA = {"milvus": ("pymilvus",)}
+# key (the import name) -> distribution name, read from the installed metadata (nothing is imported)
+_BASE = {"faiss": "faiss-cpu", "torch": "torch", "sentence_transformers": "sentence-transformers",
+         "transformers": "transformers", "sklearn": "scikit-learn", "scipy": "scipy"}
+_EXTRA = {"milvus": {"pymilvus": "pymilvus"}, "eval": {"matplotlib": "matplotlib"}}
 
 
 def versions(*extra: str) -> dict:
-    """``{"embedkit": ..., "numpy": ..., "faiss": ..., ...}`` for the libraries that are importable."""
-    out = {"embedkit": __version__, "numpy": np.__version__}
-    mods = list(_BASE)
+    """``{"embedkit", "numpy", "python", "platform", "faiss", "torch", ...}``: the versions of the libraries
+    that determine a manifest's or report's numbers (``extra``: ``"milvus"``, ``"eval"``); a library that
+    is not installed is left out."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    out = {"embedkit": __version__, "numpy": np.__version__, "python": sys.version.split()[0],
+           "platform": platform.platform()}
+    names = dict(_BASE)
     for e in extra:
-        mods += list(_EXTRA.get(e, ()))
-    for mod in mods:
+        names.update(_EXTRA.get(e, {}))
+    for key, dist in names.items():
         try:
-            out[mod] = importlib.import_module(mod).__version__
-        except Exception:  # pragma: no cover - optional library missing
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return out
 

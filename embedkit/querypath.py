@@ -88,6 +88,18 @@ class QueryPath:
                                   show_progress_bar=show_progress_bar)
         return raw[0] if single else raw
 
+    def encode_raw_with_usage(self, texts: list[str], *, batch_size: int | None = None,
+                              show_progress_bar: bool | None = None):
+        """:meth:`encode_raw` plus the tokens the model read for each text (one tokenisation, this
+        thread); the counts are None for an encoder that cannot report them."""
+        batch = self.prepare(list(texts))
+        enc = self.encoder
+        if hasattr(enc, "encode_with_usage"):
+            raw, n = enc.encode_with_usage(batch, normalize=False, batch_size=batch_size,
+                                           show_progress_bar=show_progress_bar)
+            return raw, np.asarray(n, dtype=np.int64)
+        return enc.encode(batch, normalize=False, batch_size=batch_size, show_progress_bar=show_progress_bar), None
+
     def project(self, raw: np.ndarray) -> np.ndarray:
         """Raw encoder rows → stored/searched vectors: reducer, then L2 for cosine."""
         raw = np.asarray(raw, dtype=np.float32)
@@ -109,6 +121,53 @@ class QueryPath:
         return {"model": str(cfg.get("model")), "pooling": cfg.get("pooling"), "max_length": cfg.get("max_length"),
                 "encoder_dim": cfg.get("dim"), "reducer": self.reducer.spec, "metric": self.metric,
                 "normalize": getattr(self.normalizer, "spec", "none") if self.normalizer is not None else "none"}
+
+    def identity(self) -> dict:
+        """``describe()`` with the model named by its directory name: what a calibration file is
+        checked against (an index moved to another machine keeps its calibration)."""
+        from pathlib import Path
+
+        d = self.describe()
+        d["model"] = Path(str(d["model"])).name
+        return d
+
+    # -- pair scores and calibrated similarity -------------------------------------------------------
+    def score_vectors(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The index's score for aligned rows: cosine / inner product, or minus the squared L2 distance."""
+        if self.metric == "l2":
+            return -np.sum((a - b) ** 2, axis=1)
+        return np.sum(a * b, axis=1)
+
+    def score_pairs(self, a_texts, b_texts, *, batch_size: int | None = None) -> np.ndarray:
+        if len(a_texts) != len(b_texts):
+            from .errors import InputError
+
+            raise InputError(f"got {len(a_texts)} first and {len(b_texts)} second sentences; pairs must align")
+        both = self.embed(list(a_texts) + list(b_texts), batch_size=batch_size)
+        return self.score_vectors(both[:len(a_texts)], both[len(a_texts):])
+
+    def calibrated(self, scores) -> tuple[list, list]:
+        """(probabilities, matches) for scores, or (Nones, Nones) without a calibration."""
+        scores = np.atleast_1d(np.asarray(scores, dtype=np.float64))
+        if self.calibration is None or scores.size == 0:
+            return [None] * scores.size, [None] * scores.size
+        return ([round(float(p), 6) for p in self.calibration.predict_proba(scores)],
+                [bool(m) for m in self.calibration.match(scores)])
+
+    def similarity(self, pairs, *, batch_size: int | None = None) -> list[dict]:
+        """``[{"score", "probability", "match"}, ...]`` for ``[(a, b), ...]`` (probability and match are
+        None when the index has no calibration)."""
+        from .errors import InputError
+
+        pairs = list(pairs)
+        for i, p in enumerate(pairs):
+            if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(t, str) and t.strip() for t in p)):
+                raise InputError(f"pair {i} is {p!r}; each pair must be two non-empty strings")
+        if not pairs:
+            raise InputError("no pairs to score")
+        scores = self.score_pairs([a for a, _ in pairs], [b for _, b in pairs], batch_size=batch_size)
+        probs, matches = self.calibrated(scores)
+        return [{"score": float(s), "probability": p, "match": m} for s, p, m in zip(scores, probs, matches)]
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.describe(), sort_keys=True, ensure_ascii=False).encode()

@@ -124,7 +124,7 @@ class ServerProc:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_dir / f"server-{name}.log", "w")
+        self.log = open(log_dir / f"server-{name}.log", "w")  # noqa: SIM115 - open while the server runs
         cmd = [c.replace("{port}", str(self.port)) for c in cmd]
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=self.log, stderr=subprocess.STDOUT)

@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
-ORDER = ("encode", "search", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval", "lexical", "compressed")  # known benchmarks first, in this order; others after, by file name
+ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
+         "lexical", "calibration", "compressed")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -200,7 +201,30 @@ def render_build_memory(res: dict) -> list[str]:
             machine_line(res, "python scripts/bench_build_memory.py --real 100000 --synthetic 1000000")]
 
 
+def render_serve_batching(res: dict) -> list[str]:
+    by = {(r["endpoint"], r["clients"], r["batching"]): r for r in res["results"]}
+    rows = []
+    for (ep, clients, batching), on in sorted(by.items()):
+        if batching != "on" or (ep, clients, "off") not in by:
+            continue
+        off = by[(ep, clients, "off")]
+        rows.append([f"`{on['path']}`", str(clients), f"{on['rps']:.1f} / {off['rps']:.1f}",
+                     _ratio(on["rps"] / off["rps"]), f"{on['p50_ms']:.0f} / {off['p50_ms']:.0f}",
+                     f"{on['p99_ms']:.0f} / {off['p99_ms']:.0f}", f"{on['errors']} / {off['errors']}",
+                     _num(on["mean_batch_texts"], 1)])
+    c = res.get("config", {})
+    return ["### Service: micro-batching on vs off", "",
+            f"Closed-loop clients on 127.0.0.1, one text per request, {c.get('duration_s', '?')} s per phase, "
+            f"{c.get('documents', '?')} documents, {c.get('index_type', '?')}; the two servers alternate phase "
+            "by phase.", "",
+            *_table(["endpoint", "clients", "req/s on / off", "ratio", "p50 ms on / off", "p99 ms on / off",
+                     "errors", "mean batch"], rows, "lrrrrrrr"), "",
+            machine_line(res)]
+
+
 def render_serve(res: dict) -> list[str]:
+    if isinstance(res.get("results"), list):  # an older result file: micro-batching on vs off
+        return render_serve_batching(res)
     c = res.get("config", {})
     results = res["results"]
     names = [n for n in c.get("servers", list(results)) if n in results]
@@ -254,6 +278,33 @@ def render_ray(res: dict) -> list[str]:
             f"Vectors equal single-process output (max abs difference {res['max_abs_diff_vs_single_process']:.1e}). "
             "On one 2-core machine Ray only adds overhead; it pays off across a cluster. "
             "*Command:* `python scripts/bench_ray.py`"]
+
+
+def render_calibration(res: dict) -> list[str]:
+    st = res["settings"]
+    out = ["### Auto reducer and calibrated similarity", "",
+           f"Protocol {st['protocol']} (fit and choose on valid, score test); {st['cap_note']}. "
+           "Test Spearman × 100; ECE of the isotonic probability; accuracy at the threshold fitted on "
+           "valid vs the best threshold on test in hindsight.", "",
+           "| model | task | none | auto (choice) | best fixed in hindsight | AUC | acc@fitted | acc best | ECE |",
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for m in res["models"]:
+        for t, r in m["tasks"].items():
+            k = r.get("auto_classification") or {}
+            out.append(f"| {m['model']} | {t} | {_num(r['none'], 2)} | {_num(r['auto'], 2)} ({r['auto_choice']}) | "
+                       f"{_num(r['best_fixed'], 2)} | {_num(k.get('auc'), 1)} | "
+                       f"{_num(k.get('accuracy_at_fitted_threshold'), 1)} | "
+                       f"{_num(k.get('accuracy_best_threshold_on_test'), 1)} | {_num(k.get('ece_isotonic'), 3)} |")
+        a = m["avg"]
+        out.append(f"| {m['model']} | **avg** | {_num(a['none'], 2)} | {_num(a['auto'], 2)} | "
+                   f"{_num(a['best_fixed'], 2)} ({m['best_fixed_in_hindsight']}) | | | | |")
+    tn = res.get("text_normalisation")
+    if tn:
+        out += ["", f"Text normalisation, {tn['model']} on {tn['task']} {tn['split']} (Spearman × 100, none / auto): "
+                f"plain {_num(tn['plain']['none'], 2)} / {_num(tn['plain']['auto'], 2)}; "
+                + "; ".join(f"{mode} {_num(tn[mode]['none'], 2)} / {_num(tn[mode]['auto'], 2)}" for mode in ("t2s", "s2t"))
+                + ". " + tn.get("note", "")]
+    return out + ["", f"*Command:* `{res['command']}`"]
 
 
 def render_retrieval(res: dict) -> list[str]:
@@ -327,9 +378,33 @@ def render_compressed(res: dict) -> list[str]:
     return out + [machine_line(res)]
 
 
+def render_writes(res: dict) -> list[str]:
+    out = ["### Writes: delta segments against the full rewrite", "",
+           f"`{res['command']}` ({res['date'][:10]}; {res['notes']}).", "",
+           "| index | N | add 1 doc: bytes / ms | add 1,000 docs: bytes / ms | full rewrite: bytes / s | "
+           "search p50 ms, 0 / 10 / 50 segments | compacted (10 / 50) | ratio 10 seg | compaction s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        sp = r["search_p50_ms"]
+        out.append(f"| {r['index']} | {r['n']:,} | {r['add_1']['bytes']:,} / {r['add_1']['seconds'] * 1000:.1f} | "
+                   f"{r['add_1000']['bytes']:,} / {r['add_1000']['seconds'] * 1000:.0f} | "
+                   f"{r['full_rewrite']['bytes']:,} / {r['full_rewrite']['seconds']:.2f} | "
+                   f"{sp['0']:.2f} / {sp['10']:.2f} / {sp['50']:.2f} | "
+                   f"{r['compacted_10_p50_ms']:.2f} / {r['compacted_50_p50_ms']:.2f} | "
+                   f"{r['search_10_segments_ratio']:.2f}× | {r['compaction_50']['seconds']:.2f} |")
+    t = res["targets"]
+    a, b = t["one_doc_add_bytes"], t["search_10_segments"]
+    out += ["", f"Targets at N = {a['n']:,}: a 1-document add writes {a['measured_bytes']:,} bytes against "
+            f"{a['full_rewrite_bytes']:,} for the full rewrite — **{'met' if a['met'] else 'missed'}** "
+            f"({a['target']}); search with 10 segments is {b['measured']:.2f}× the compacted index — "
+            f"**{'met' if b['met'] else 'missed'}** ({b['target']})."]
+    return out
+
+
 RENDERERS = {"compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
-             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical}
+             "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes,
+             "calibration": render_calibration}
 
 
 # -- assembly --------------------------------------------------------------------------------------

@@ -142,3 +142,63 @@ def test_help_imports_neither_torch_nor_faiss():
             "print('LOADED', 'torch' in sys.modules, 'faiss' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "LOADED False False" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_lexical_and_hybrid_search_with_the_real_model(index_dir, tmp_path):
+    """m3e-small end to end: add the BM25 part with a weight tuned on real LCQMC pairs, then search."""
+    import shutil
+
+    from .conftest import STS
+
+    d = tmp_path / "hybrid"
+    shutil.copytree(index_dir, d)
+    bad = run("search", d, "信用卡额度", "--mode", "hybrid", ok=False)
+    assert bad.exit_code == 1 and f"embedkit index lexical {d}" in bad.stderr
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join((STS / "LCQMC" / "LCQMC.valid.data").read_text(encoding="utf-8").splitlines()[:200])
+                     + "\n", encoding="utf-8")
+    out = json.loads(run("index", "lexical", d, "--tune-pairs", pairs).stdout)
+    assert out["lexical"] is True and out["fusion"]["tuned_on"] == str(pairs) and 0 <= out["fusion"]["weight"] <= 1
+    for mode in ("lexical", "hybrid"):
+        r = run("search", d, "如何提升信用卡的额度？", "-k", "3", "--json", "--mode", mode)
+        ids = [h["id"] for h in json.loads(r.stdout.splitlines()[0])["hits"]]
+        assert "bank-028" in ids, (mode, ids)
+
+
+def test_logging_setup_touches_only_embedkit_loggers():
+    """The CLI's log setup leaves the root level and third-party levels alone; noise is dropped inside
+    embedkit's own handler, which replaces (never duplicates) the one an earlier run added."""
+    import logging
+
+    from embedkit.cli import OWN_LOGGERS, setup_logging
+
+    root = logging.getLogger()
+    third = ("sentence_transformers", "grpc._server", "transformers", "urllib3")
+    before = (root.level, list(root.handlers), {n: logging.getLogger(n).level for n in third})
+    try:
+        setup_logging(0, False)
+        setup_logging(0, False)
+        ours = [h for h in root.handlers if h not in before[1]]
+        assert len(ours) == 1 and root.level == before[0]
+        assert {n: logging.getLogger(n).level for n in third} == before[2]
+        assert logging.getLogger("embedkit").level == logging.INFO
+        h = ours[0]
+
+        def passes(name, level, pathname=""):
+            return bool(h.filter(logging.LogRecord(name, level, pathname, 1, "m", None, None)))
+
+        assert passes("embedkit.index", logging.INFO) and passes("urllib3", logging.WARNING)
+        assert not passes("urllib3", logging.INFO)
+        assert not passes("sentence_transformers.SentenceTransformer", logging.WARNING)
+        assert not passes("grpc._server", logging.ERROR)
+        quantizer = os.path.join("site-packages", "onnxruntime", "quantization", "quantize.py")
+        assert not passes("root", logging.WARNING, quantizer) and passes("root", logging.ERROR, quantizer)
+        setup_logging(0, True)
+        h = next(x for x in root.handlers if x not in before[1])
+        assert logging.getLogger("embedkit").level == logging.ERROR and root.level == before[0]
+        assert not passes("urllib3", logging.WARNING) and passes("urllib3", logging.ERROR)
+    finally:
+        for x in [x for x in root.handlers if x not in before[1]]:
+            root.removeHandler(x)
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)

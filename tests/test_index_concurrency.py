@@ -110,3 +110,33 @@ def test_writer_killed_during_commits_leaves_a_complete_index(tmp_path):
 
 def test_writer_killed_during_compaction_leaves_a_complete_index(tmp_path):
     _kill_mid_write(tmp_path, "compact", 3000)
+
+
+def test_racing_overwrite_builds_end_with_one_complete_index(tmp_path):
+    d = tmp_path / "race"
+    EmbedIndex.build(d, [Doc("seed", "种子")], encoder=FakeEncoder(16))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for round_ in range(3):
+        procs = [subprocess.Popen([sys.executable, str(PROCS / "builder.py"), str(d), name, str(n)], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name, n in ((f"a{round_}", 400), (f"b{round_}", 300))]
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0 and "built" in out, err
+        ids = _ids_in(d)
+        assert ids in ({f"a{round_}-{i}" for i in range(400)}, {f"b{round_}-{i}" for i in range(300)})  # never a mix
+        assert EmbedIndex.load(d).check() == []
+
+
+def test_a_damaged_segment_is_named_by_index_check(tmp_path):
+    d = tmp_path / "dmg"
+    idx = EmbedIndex.build(d, [Doc(f"d{i}", f"文本 {i}") for i in range(30)], encoder=FakeEncoder(16))
+    idx.add([Doc("x", "新的")])
+    gen = d / (d / "CURRENT").read_text().strip()
+    seg = next(gen.glob("seg-*.npz"))
+    seg.unlink()
+    seg.write_bytes(b"not a segment")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "embedkit.cli", "index", "check", str(d)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and seg.name in r.stderr and "corrupt" in r.stderr and r.stdout == ""

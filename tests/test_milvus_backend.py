@@ -149,3 +149,26 @@ def test_real_model_cli_build_search_and_migrate_from_faiss(tmp_path, capsys, m3
     # delete through the CLI (no model load) goes to Milvus
     main(["-q", "index", "delete", str(milvus_dir), top[0].id])
     assert EmbedIndex.load(milvus_dir, encoder=m3e_encoder).get(top[0].id) is None
+
+
+def test_overwrite_swaps_an_alias_and_racing_adds_leave_one_row(small, tmp_path):
+    """--overwrite builds a new physical collection and moves the alias; the same id added by two
+    writers that both passed the existence check is one row (upsert), not two."""
+    docs, table = small
+    d = tmp_path / "alias"
+    params = {"collection": "faq_alias"}
+    first = EmbedIndex.build(d, docs, encoder=FakeEncoder(16, table), index="milvus", index_params=params)
+    old_physical = first.store.physical
+    client = first.store.client
+    assert client.describe_alias("faq_alias")["collection_name"] == old_physical
+    second = EmbedIndex.build(d, docs[:20], encoder=FakeEncoder(16, table), index="milvus", index_params=params,
+                              overwrite=True)
+    new_physical = second.store.physical
+    assert new_physical != old_physical and not client.has_collection(old_physical)
+    assert client.describe_alias("faq_alias")["collection_name"] == new_physical and len(second) == 20
+    assert not list(d.glob("gen-*/docs.sqlite"))
+    vec = np.stack([table[docs[0].text]])
+    for _ in range(2):  # two replicas that both saw the id as new
+        second.store.add_batches(iter([([Doc("same-id", "并发写入")], vec)]))
+    rows = client.query(new_physical, filter='id == "same-id"', output_fields=["id"])
+    assert len(rows) == 1 and len(second) == 21

@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": ("embedkit.cli.eval:eval_cmd", "Evaluate encoders/reducers on Chinese STS tasks."),
     "serve": ("embedkit.cli.serve:serve", "Serve an index over HTTP (REST search, OpenAI embeddings)."),
     "demo": ("embedkit.cli.demo:demo", "Build an index over the bundled Chinese corpus and query it."),
+    "calibrate": ("embedkit.cli.calibrate:calibrate", "Fit calibrated similarity probabilities on labelled pairs."),
 }
 
 
@@ -126,5 +127,9 @@ def cli(verbose: int, quiet: bool):
 
 
 def main(argv=None) -> None:
-    """Console entry point."""
+    """Console entry point. As the application (not the library) it may set process-wide defaults: model
+    loading progress bars stay off stderr unless the user asked for them (HF_HUB_DISABLE_PROGRESS_BARS)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cli.main(args=argv, prog_name="embedkit")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import INDEX_HELP, METRICS, REDUCE_HELP
+from ..constants import INDEX_HELP, METRICS, REDUCE_HELP, TEXT_NORMALIZATIONS
 from .options import (
     CorpusSpec,
     EncoderSpec,
@@ -41,6 +41,9 @@ class BuildSpec:
     fit_sample: int = 50000
     overwrite: bool = False
     expected_size: int | None = None
+    lexical: bool = False
+    tune_pairs: Path | None = None
+    normalize: str = "none"
 
     @property
     def milvus(self) -> bool:
@@ -51,8 +54,15 @@ class BuildSpec:
 
     def build_kwargs(self, index_params: dict) -> dict:
         """Keywords of ``EmbedIndex.build`` (and of the Ray build, which forwards them)."""
-        return {"reduce": self.reduce, "index": self.index_type, "metric": self.metric, "index_params": index_params,
-                "chunk_size": self.chunk_size, "fit_sample": self.fit_sample, "overwrite": self.overwrite}
+        out = {"reduce": self.reduce, "index": self.index_type, "metric": self.metric, "index_params": index_params,
+               "chunk_size": self.chunk_size, "fit_sample": self.fit_sample, "overwrite": self.overwrite}
+        if self.lexical:
+            out["lexical"] = True
+        if self.tune_pairs is not None:
+            out["tune_pairs"] = self.tune_pairs
+        if self.normalize != "none":
+            out["normalize"] = self.normalize
+        return out
 
 
 build_options = grouped(
@@ -70,6 +80,14 @@ build_options = grouped(
     click.option("--overwrite", is_flag=True, help="Replace an existing index at OUTPUT."),
     click.option("--expected-size", type=click.IntRange(min=1), default=None,
                  help="ivf-*: corpus size the lists are sized for (default: the corpus file's line count)."),
+    click.option("--normalize", type=click.Choice(TEXT_NORMALIZATIONS), default="none", show_default=True,
+                 help="Text stage of the query path (documents and queries): nfkc = full-width to half-width + "
+                      "case folding; t2s / s2t = Traditional <-> Simplified Chinese (OpenCC)."),
+    click.option("--lexical", is_flag=True,
+                 help="Also index Chinese words (BM25) for --mode lexical|hybrid search."),
+    click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Labelled pairs (sentence1<TAB>sentence2<TAB>label): --reduce auto chooses on them, and "
+                      "--lexical tunes the hybrid fusion weight on them."),
 )
 
 
@@ -104,6 +122,9 @@ def index_build(corpus: Path, output: Path, *, build: BuildSpec, corpus_spec: Co
     elif milvus.given:
         raise click.BadParameter("--milvus-uri/--milvus-collection need --index milvus[:TYPE]",
                                  param_hint="--milvus-uri")
+    if engine.ray and build.normalize != "none":
+        raise click.BadParameter("--engine ray encodes raw texts; build with --engine local to use --normalize",
+                                 param_hint="--normalize")
     if engine.ray:
         return _build_ray(corpus, output, build.build_kwargs(params), corpus_spec=corpus_spec, encoder=encoder,
                           engine=engine)
@@ -204,6 +225,21 @@ def index_compact(directory: Path):
     done = idx.compact()
     click.echo(json.dumps(dict(_summary(idx), compacted=done, segments_folded=before if done else 0),
                           ensure_ascii=False))
+
+
+@index.command("lexical")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Labelled pairs (sentence1<TAB>sentence2<TAB>label) the hybrid fusion weight is tuned on.")
+@backend_option()
+@click.option("--device", default=None)
+def index_lexical(directory: Path, tune_pairs: Path | None, backend: str, device: str | None):
+    """Add the lexical (Chinese BM25) part to an index, or re-tune its hybrid fusion weight."""
+    from ..index import EmbedIndex
+
+    idx = EmbedIndex.load(directory, backend=backend, device=device)
+    idx.add_lexical(tune_pairs=tune_pairs)
+    click.echo(json.dumps(dict(_summary(idx), lexical=True, fusion=idx.manifest.get("fusion")), ensure_ascii=False))
 
 
 @index.command("check")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..constants import SEARCH_MODES
 from .options import backend_option
 
 log = logging.getLogger("embedkit")
@@ -23,11 +24,16 @@ log = logging.getLogger("embedkit")
 @click.option("--filter", "filters", multiple=True, metavar="FIELD=VALUE",
               help="Metadata equality filter (repeatable; VALUE parsed as JSON when it can be).")
 @click.option("--min-score", type=float, default=None, help="Drop hits scoring below this.")
+@click.option("--min-probability", type=click.FloatRange(0, 1), default=None,
+              help="Drop hits whose calibrated P(similar) is below this (needs `embedkit calibrate`).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per query.")
+@click.option("--mode", type=click.Choice(SEARCH_MODES), default="dense", show_default=True,
+              help="dense (vectors), lexical (BM25 over Chinese words) or hybrid (both, fused).")
 @backend_option()
 @click.option("--device", default=None)
 def search(directory: Path, queries: tuple[str, ...], k: int, queries_file: Path | None, filters: tuple[str, ...],
-           min_score: float | None, as_json: bool, backend: str, device: str | None):
+           min_score: float | None, min_probability: float | None, as_json: bool, mode: str, backend: str,
+           device: str | None):
     """Search the index in DIRECTORY for QUERIES (and/or --queries-file)."""
     from ..corpus import iter_corpus
     from ..errors import InputError
@@ -45,7 +51,7 @@ def search(directory: Path, queries: tuple[str, ...], k: int, queries_file: Path
     idx = EmbedIndex.load(directory, backend=backend, device=device)
     idx.check_k(k)
     t0 = time.perf_counter()
-    results = idx.search(qs, k, filter=where, min_score=min_score)
+    results = idx.search(qs, k, filter=where, min_score=min_score, mode=mode, min_probability=min_probability)
     log.info("%d queries in %.1f ms", len(qs), (time.perf_counter() - t0) * 1000)
     for q, hits in zip(qs, results):
         if as_json:
@@ -75,5 +81,7 @@ def format_hits(query: str, hits) -> str:
         lines.append("  (no hits)")
     for rank, h in enumerate(hits, 1):
         meta = f"  {json.dumps(h.metadata, ensure_ascii=False)}" if h.metadata else ""
-        lines.append(f"  {rank:>2}. {h.score:.4f}  [{h.id}]  {h.text}{meta}")
+        prob = "" if getattr(h, "probability", None) is None else \
+            f"  p={h.probability:.2f}{' match' if h.match else ''}"
+        lines.append(f"  {rank:>2}. {h.score:.4f}{prob}  [{h.id}]  {h.text}{meta}")
     return "\n".join(lines)

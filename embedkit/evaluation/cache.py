@@ -19,22 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..fsutil import atomic_save_npz
+from ..provenance import model_fingerprint
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "embedkit-encodings-1"
-
-
-def model_fingerprint(model: str) -> str | None:
-    """Cheap identity of a local model directory: sha256 over (relative path, size, mtime) of its files."""
-    p = Path(model)
-    if not p.is_dir():
-        return None
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(p).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def encoder_description(encoder) -> dict:

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
-import sys
 import time
 from collections import defaultdict
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -150,14 +147,9 @@ def expand_reducers(specs, dims=()) -> list[str]:
 
 
 def _versions() -> dict:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("embedkit", "numpy", "scipy", "torch", "transformers", "sentence-transformers",
-                "scikit-learn", "matplotlib"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+    from ..provenance import versions
+
+    return versions("eval")
 
 
 def _default_encoder_factory(model, *, pooling, max_length, batch_size, device):

@@ -82,7 +82,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
                        encoder=None, reduce: str | Reducer = "none", metric: str = "cosine",
                        index: str = "flat", index_params: dict | None = None, fit_sample: int = DEFAULT_FIT_SAMPLE,
                        expected_size: int | None = None, overwrite: bool = False, final_vectors: bool = False,
-                       extra_manifest: dict | None = None):
+                       extra_manifest: dict | None = None, lexical: bool = False, tune_pairs=None):
     """Build a new index directory from ``(documents, raw encoder vectors)`` batches.
 
     The reducer is fitted on the first ``fit_sample`` documents; an IVF quantizer is sized for
@@ -100,6 +100,8 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
     store_cls = store_class(store_name)
     if hasattr(store_cls, "preflight"):
         store_cls.preflight(index, directory, index_params)
+    if lexical and not getattr(store_cls, "LOCAL", False):
+        raise InputError(f"lexical and hybrid search need a FAISS-backed index, not --index {index!r}")
     prepare_build_dir(directory, overwrite)
     from ..stores.faiss_backend import train_size_for
 
@@ -112,13 +114,16 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
         if final_vectors:
             sample_vecs = sample_raw
         else:
-            qp.reducer.fit(sample_raw[:fit_sample])
+            if qp.reducer.kind == "auto":  # chooses itself on labelled pairs (an error says how to give them)
+                qp.reducer.fit(sample_raw[:fit_sample], tune=_tuning_vectors(qp, tune_pairs))
+            else:
+                qp.reducer.fit(sample_raw[:fit_sample])
             sample_vecs = qp.project(sample_raw)
         del sample_raw
         project = (lambda x: np.asarray(x, dtype=np.float32)) if final_vectors else qp.project
         builder = store_cls.create(directory, tmp=tmp, index=index, dim=qp.reducer.output_dim, metric=qp.metric,
                                    n_train=len(sample_docs), expected_size=max(expected_size or 0, len(sample_docs)),
-                                   params=index_params, overwrite=overwrite)
+                                   params=index_params, overwrite=overwrite, **({"lexical": True} if lexical else {}))
         if builder.needs_training:
             log.info("training %s on %d vectors", index, len(sample_docs))
             builder.train(sample_vecs)
@@ -137,11 +142,17 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
             "build_id": uuid.uuid4().hex, "encoder": enc_cfg,
             "normalize": getattr(qp.normalizer, "spec", "none") if qp.normalizer is not None else "none",
             "reducer": {"spec": qp.reducer.spec, "dim_in": qp.reducer.n_features_in_,
-                        "dim_out": qp.reducer.output_dim, "fitted_on": qp.reducer.n_samples_fit_},
+                        "dim_out": qp.reducer.output_dim, "fitted_on": qp.reducer.n_samples_fit_,
+                        **({"auto": qp.reducer.describe(), "tuned_on": str(tune_pairs)}
+                           if qp.reducer.kind == "auto" else {})},
             "index": desc, "metric": qp.metric, "dim": qp.reducer.output_dim, "count": n, "next_iid": n,
             "expected_size": expected_size, "versions": versions(store_name),
             "build_seconds": round(time.perf_counter() - t0, 3),
         }
+        if lexical:
+            from .hybrid import default_fusion, tune_fusion
+
+            manifest["fusion"] = tune_fusion(qp, tune_pairs) if tune_pairs else default_fusion()
         manifest.update(extra_manifest or {})
         write_manifest(tmp, manifest)
         with dirs.writer_lock(directory):
@@ -162,6 +173,18 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
     from .opening import _open_store
 
     return cls(directory, manifest, qp, _open_store(directory, gen, manifest), gen, key)
+
+
+def _tuning_vectors(qp: QueryPath, tune_pairs):
+    """(raw vectors of sentence1, of sentence2, labels) of a labelled pairs file, for ``auto``."""
+    if tune_pairs is None:
+        return None
+    from ..calibration import read_labelled_pairs
+
+    pairs = read_labelled_pairs(tune_pairs)
+    raw = qp.encode_raw(list(pairs.sentences1) + list(pairs.sentences2), show_progress_bar=False)
+    n = len(pairs.sentences1)
+    return raw[:n], raw[n:], np.asarray(pairs.scores, dtype=np.float64)
 
 
 def _take_sample(batches: Iterator, want: int):

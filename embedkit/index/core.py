@@ -21,7 +21,6 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,29 +32,13 @@ from ..reducers import Reducer
 from . import directory as dirs
 from .manifest import now, read_manifest, write_manifest
 from .opening import _open_store
+from .results import Hit, check_k, ids_to_delete, require_known
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4096          # documents encoded and added per step while streaming
 COMPACT_SEGMENTS = 32         # compact automatically past this many delta segments ...
 COMPACT_FRACTION = 0.10       # ... or once pending changes exceed this fraction of the base
-
-
-@dataclass
-class Hit:
-    id: str
-    text: str
-    score: float
-    metadata: dict | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 class EmbedIndex:
@@ -161,19 +144,52 @@ class EmbedIndex:
         larger than the number of documents returns every document (ranked)."""
         return check_k(k)
 
-    def search(self, queries, k: int = 10, *, filter: dict | None = None,
-               min_score: float | None = None) -> list[list[Hit]]:
-        """Top-k hits for a query string or a list of them (a list of hit lists, one per query)."""
+    def search(self, queries, k: int = 10, *, filter: dict | None = None, min_score: float | None = None,
+               mode: str = "dense", min_probability: float | None = None) -> list[list[Hit]]:
+        """Top-k hits for a query string or a list of them (a list of hit lists, one per query).
+
+        ``mode``: ``dense`` (vectors), ``lexical`` (BM25) or ``hybrid`` (both, fused as the manifest's
+        ``fusion`` says); lexical and hybrid need the index's lexical part."""
         qs = [queries] if isinstance(queries, str) else list(queries)
         for i, q in enumerate(qs):
             if not isinstance(q, str) or not q.strip():
                 raise InputError(f"query {i} is {q!r}; queries must be non-empty strings")
         check_k(k)
-        flt = Filter.parse(filter)
-        return self.search_vectors(self.embed(qs), k, filter=flt, min_score=min_score)
+        return self.search_embedded(qs, None if mode == "lexical" else self.embed(qs), k, filter=filter,
+                                    min_score=min_score, mode=mode, min_probability=min_probability)
 
-    def search_vectors(self, vectors: np.ndarray, k: int, *, filter=None,
-                       min_score: float | None = None) -> list[list[Hit]]:
+    def search_embedded(self, queries: list[str], vectors, k: int, *, filter=None, min_score: float | None = None,
+                        mode: str = "dense", min_probability: float | None = None) -> list[list[Hit]]:
+        """:meth:`search` for queries whose vectors were already computed with :meth:`embed` (``None`` for
+        lexical mode) — what a server that batches the encoder calls."""
+        from . import hybrid
+
+        hybrid.check_mode(mode)
+        flt = Filter.parse(filter)
+        if mode == "dense":
+            return self.search_vectors(vectors, k, filter=flt, min_score=min_score, min_probability=min_probability)
+        check_k(k)
+        if min_probability is not None:
+            raise InputError(f"min_probability applies to dense scores (the calibrated ones), not mode {mode!r}")
+        self.refresh()
+        rows = hybrid.lexical_hits(self, queries, k, flt) if mode == "lexical" \
+            else hybrid.hybrid_hits(self, queries, vectors, k, flt)
+        return self._hits(rows, min_score, None, calibrated=False)
+
+    def similarity(self, pairs, *, batch_size: int | None = None) -> list[dict]:
+        """Score, P(similar) and match for each ``(a, b)`` pair, through the index's query path."""
+        return self.query_path.similarity(pairs, batch_size=batch_size)
+
+    def calibrate(self, pairs_path, *, method: str = "isotonic", objective: str = "f1",
+                  positive_label: float | None = None) -> dict:
+        """Fit the score → P(similar) map and the decision threshold on labelled pairs and commit them
+        with the query path (``calibration.json``); returns its summary."""
+        from .calibrate import calibrate_index
+
+        return calibrate_index(self, pairs_path, method=method, objective=objective, positive_label=positive_label)
+
+    def search_vectors(self, vectors: np.ndarray, k: int, *, filter=None, min_score: float | None = None,
+                       min_probability: float | None = None) -> list[list[Hit]]:
         from ..stores.faiss_backend import as_f32
 
         vectors = as_f32(vectors, self.dim, "query vectors")
@@ -181,7 +197,22 @@ class EmbedIndex:
         flt = Filter.parse(filter)
         self.refresh()
         rows = self.store.search(vectors, k, flt)
-        return [[Hit(i, t, s, m) for s, i, t, m in row if min_score is None or s >= min_score] for row in rows]
+        return self._hits(rows, min_score, min_probability)
+
+    def _hits(self, rows, min_score, min_probability, calibrated: bool = True) -> list[list[Hit]]:
+        out = []
+        for row in rows:
+            row = [r for r in row if min_score is None or r[0] >= min_score]
+            probs, matches = self.query_path.calibrated([r[0] for r in row]) if calibrated else \
+                ([None] * len(row), [None] * len(row))
+            hits = [Hit(i, t, s, m, p, mt) for (s, i, t, m), p, mt in zip(row, probs, matches)]
+            if min_probability is not None:
+                if self.query_path.calibration is None:
+                    raise InputError("min_probability needs a calibrated index: run "
+                                     f"`embedkit calibrate {self.directory} --pairs FILE` first")
+                hits = [h for h in hits if h.probability is not None and h.probability >= min_probability]
+            out.append(hits)
+        return out
 
     def get(self, doc_id: str) -> Hit | None:
         """A document by id (score 1.0), or None."""
@@ -339,32 +370,23 @@ class EmbedIndex:
         if self.auto_compact and store.needs_compaction(COMPACT_SEGMENTS, COMPACT_FRACTION):
             self._compact_locked()
 
-    def _publish(self, tmp: Path, store, *, next_iid: int) -> None:
+    def _publish(self, tmp: Path, store, *, next_iid: int, **extra) -> None:
         manifest = dict(self.manifest, index=store.describe(), count=store.count(), next_iid=next_iid,
-                        updated_at=now())
+                        updated_at=now(), **extra)
         write_manifest(tmp, manifest)
         gen = dirs.publish(self.directory, tmp)
         key = dirs.current_key(self.directory)
         self._state = (manifest, store, gen, key)
+
+    def add_lexical(self, *, tune_pairs=None) -> None:
+        """Add the lexical (BM25) part, compacting first, and set the hybrid fusion weight (tuned on
+        ``tune_pairs``, a labelled pairs file, when given). Also re-tunes an index that has one."""
+        from .hybrid import add_lexical
+
+        add_lexical(self, tune_pairs=tune_pairs)
 
     def check(self) -> list[str]:
         """Verify ids, counts and files across base, segments and deletions; a list of problems."""
         from .check import check_index
 
         return check_index(self)
-
-
-def ids_to_delete(ids: Iterable) -> list[str]:
-    """Distinct ids as strings, in order; an empty request is an error."""
-    ids = list(dict.fromkeys(str(i) for i in ids))
-    if not ids:
-        raise InputError("no ids to delete")
-    return ids
-
-
-def require_known(ids: list[str], found) -> None:
-    """All-or-nothing deletes: an id missing from ``found`` rejects the whole request."""
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise InputError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown id(s)); "
-                         "nothing was deleted")

@@ -76,9 +76,15 @@ def new_tmp(directory: Path) -> Path:
 
 
 def link_files(src: Path, dst: Path, skip=(MANIFEST,)) -> None:
-    """Hard-link every file of generation ``src`` into ``dst`` (O(1) per file; never copied)."""
+    """Hard-link every file of generation ``src`` (sub-folders too) into ``dst`` (O(1) per file; never
+    copied). Files are immutable once committed: a writer replaces a linked file by unlinking it first."""
     for p in src.iterdir():
-        if p.is_file() and p.name not in skip and not (dst / p.name).exists():
+        if p.name in skip or (dst / p.name).exists():
+            continue
+        if p.is_dir():
+            (dst / p.name).mkdir()
+            link_files(p, dst / p.name, skip=())
+        elif p.is_file():
             os.link(p, dst / p.name)
 
 
@@ -89,10 +95,12 @@ def _next_number(directory: Path) -> int:
 
 def publish(directory: Path, tmp: Path) -> Path:
     """Rename a finished temporary generation into place and switch CURRENT to it (caller holds the lock)."""
-    for p in tmp.iterdir():
+    for p in tmp.rglob("*"):
         if p.is_file() and p.stat().st_nlink == 1:
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        elif p.is_dir():
+            fsync_dir(p)
     fsync_dir(tmp)
     final = directory / f"gen-{_next_number(directory):08d}"
     os.rename(tmp, final)

@@ -8,6 +8,8 @@ from ..errors import IndexFormatError
 from ..querypath import QueryPath, check_encoder
 from ..reducers import Reducer
 
+CALIBRATION_FILE = "calibration.json"
+
 
 def query_path_from_manifest(gen: Path, manifest: dict, *, encoder=None, model: str | None = None,
                              runtime: str = "torch", device: str | None = None) -> QueryPath:
@@ -25,5 +27,12 @@ def query_path_from_manifest(gen: Path, manifest: dict, *, encoder=None, model: 
         from ..textnorm import TextNormalizer
 
         normalizer = TextNormalizer(norm)
-    return QueryPath(encoder, reducer, manifest["metric"], encoder_config=cfg, normalizer=normalizer,
-                     runtime=runtime, device=device)
+    qp = QueryPath(encoder, reducer, manifest["metric"], encoder_config=cfg, normalizer=normalizer,
+                   runtime=runtime, device=device)
+    if manifest.get("calibration"):
+        from ..calibration import Calibrator
+
+        cal = Calibrator.load(gen / CALIBRATION_FILE)
+        cal.check_compatible(qp.identity(), where=f"the index in {gen.parent}")
+        qp.calibration = cal
+    return qp

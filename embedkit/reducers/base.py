@@ -71,12 +71,14 @@ class Reducer(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         X = check_2d(X)
         n, d = X.shape
-        if n < 2:
-            raise InputError(f"{self.spec} needs at least 2 fitting vectors, got {n}")
+        if n < self.min_samples:
+            raise InputError(f"{self.spec} needs at least {self.min_samples} fitting vectors, got {n}")
         k = self._resolve_k(X)
         self._fit(X, k)
         self._set_fitted(n, d, k)
         return self
+
+    min_samples = 2  # a covariance needs two rows; ``none`` fits on one
 
     def _set_fitted(self, n: int, d: int, k: int) -> None:
         self.n_features_in_ = int(d)
@@ -108,6 +110,10 @@ class Reducer(TransformerMixin, BaseEstimator):
         if extra:
             parts.append(",".join(extra))
         return ":".join(parts)
+
+    def describe(self) -> dict:
+        """What a manifest records about this reducer (``AutoReducer`` adds its grid and choice)."""
+        return {"spec": self.spec}
 
     @property
     def output_dim(self) -> int:

@@ -79,6 +79,7 @@ class IdentityReducer(Reducer):
 
     kind = "none"
     n_components = None
+    min_samples = 1
 
     def __init__(self):
         pass

@@ -61,8 +61,8 @@ class Runtime:
     def describe(self) -> dict:
         return {"runtime": self.name}
 
-    def run(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """Vectors (float32, one row per text, not normalised) and the number of tokens read."""
+    def run(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors (float32, one row per text, not normalised) and the tokens read per text (int64 array)."""
         features = self.tokenize(texts)
         vectors = self.pool(features, self.forward(features))
         return np.ascontiguousarray(vectors, dtype=np.float32), count_tokens(features)

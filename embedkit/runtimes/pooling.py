@@ -61,7 +61,9 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(n, 1e-12), dtype=np.float32)
 
 
-def count_tokens(features) -> int:
-    """Tokens the model reads for one tokenised batch: the attention mask's sum (special tokens
-    included, after truncation at max_length; padding excluded)."""
-    return int(features["attention_mask"].sum())
+def count_tokens(features) -> np.ndarray:
+    """Tokens the model reads for each text of one tokenised batch (int64, one per row): the attention
+    mask's row sums (special tokens included, after truncation at max_length; padding excluded)."""
+    mask = features["attention_mask"]
+    mask = mask.cpu().numpy() if hasattr(mask, "cpu") else np.asarray(mask)
+    return mask.sum(axis=1).astype(np.int64)

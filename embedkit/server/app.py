@@ -83,6 +83,7 @@ def create_app(settings: Settings, *, index=None) -> FastAPI:
     for router in build_routers(make_schemas(settings), settings):
         app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    app.state.openapi_base = None
     app.openapi = lambda: _openapi(app)
     install_error_handlers(app, settings.retry_after_s)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics,
@@ -96,17 +97,32 @@ def app_from_env() -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict:
-    """The OpenAPI document, with the limits that depend on the loaded index (``dimensions`` at most
-    the index dimension). Cached once the index is loaded."""
-    if app.openapi_schema is not None:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    """The OpenAPI document, with the limits that depend on the loaded index: ``dimensions`` at most
+    the index dimension; search ``mode`` lexical/hybrid only when the index has a lexical part;
+    ``min_probability`` only when it is calibrated (both re-read on every call: another process may
+    add them while the server runs)."""
+    import copy
+
+    base = app.state.openapi_base
+    if base is None:
+        base = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     service = app.state.service
     if service is None:
-        return schema  # not cached: the index-dependent limits come once it is loaded
-    dims = schema["components"]["schemas"]["EmbeddingsRequest"]["properties"]["dimensions"]
+        return base  # not cached: the index-dependent limits come once it is loaded
+    app.state.openapi_base = base
+    schema = copy.deepcopy(base)
+    comps = schema["components"]["schemas"]
+    dims = comps["EmbeddingsRequest"]["properties"]["dimensions"]
     for option in dims.get("anyOf", [dims]):
         if option.get("type") == "integer":
             option["maximum"] = int(service.index.dim)
-    app.openapi_schema = schema
+    idx = service.index
+    idx.refresh()
+    props = comps["SearchRequest"]["properties"]
+    if getattr(idx.store, "lexical", None) is None:
+        props["mode"]["enum"] = ["dense"]
+        props["mode"]["description"] += " This index has no lexical part: only dense."
+    if idx.query_path.calibration is None:
+        props["min_probability"] = {"type": "null", "default": None, "title": "Min Probability",
+                                    "description": "Only on a calibrated index (embedkit calibrate); this one is not."}
     return schema

@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import time
 from importlib.resources import files
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -59,10 +60,13 @@ def get_service(request: Request) -> Service:
     return svc
 
 
+Svc = Annotated[Service, Depends(get_service)]
+
+
 def make_auth(api_key: str | None):
     bearer = HTTPBearer(auto_error=False, description="The server's API key (--api-key / EMBEDKIT_API_KEY).")
 
-    async def require_key(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def require_key(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if api_key is None:
             return
         if creds is None or not secrets.compare_digest(creds.credentials.encode(), api_key.encode()):
@@ -99,21 +103,28 @@ def build_routers(s: sc.Schemas, settings: Settings) -> list[APIRouter]:
         return {"status": "ok", "count": len(svc.index)}
 
     @api.post("/search", response_model=sc.SearchResponse, tags=["search"])
-    async def search(body: s.SearchRequest, request: Request, svc: Service = Depends(get_service)):
+    async def search(body: s.SearchRequest, request: Request, svc: Svc):
         """Ranked hits for one query or several."""
         t0 = time.perf_counter()
         queries = [body.query] if body.query is not None else list(body.queries)
         return JSONBytes(await unless_disconnected(request, svc.search(queries, body.top_k, body.filter,
-                                                                       body.min_score, t0)))
+                                                                       body.min_score, t0, mode=body.mode,
+                                                                       min_probability=body.min_probability)))
+
+    @api.post("/similarity", response_model=sc.SimilarityResponse, tags=["search"])
+    async def similarity(body: s.SimilarityRequest, request: Request, svc: Svc):
+        """Score each pair [a, b] through the index's query path; on a calibrated index (`embedkit
+        calibrate`) also P(similar) and whether it is a match. Batched with the other endpoints."""
+        return JSONBytes(await unless_disconnected(request, svc.similarity([tuple(p) for p in body.pairs])))
 
     @api.post("/encode", response_model=sc.EncodeResponse, tags=["embeddings"])
-    async def encode(body: s.EncodeRequest, request: Request, svc: Service = Depends(get_service)):
+    async def encode(body: s.EncodeRequest, request: Request, svc: Svc):
         """Texts to vectors: by default the index's query path (reducer applied, normalised as the metric needs)."""
         return JSONBytes(await unless_disconnected(request, svc.encode(list(body.texts), body.reduce,
                                                                        body.normalize)))
 
     @api.post("/v1/embeddings", response_model=sc.EmbeddingsResponse, tags=["embeddings"])
-    async def embeddings(body: s.EmbeddingsRequest, request: Request, svc: Service = Depends(get_service)):
+    async def embeddings(body: s.EmbeddingsRequest, request: Request, svc: Svc):
         """OpenAI-compatible embeddings (the index's query-path vectors). ``encoding_format=base64`` sends
         little-endian float32 bytes; ``dimensions`` below the index dimension keeps the first components
         and re-normalises them."""
@@ -121,31 +132,31 @@ def build_routers(s: sc.Schemas, settings: Settings) -> list[APIRouter]:
                                                                            body.dimensions)))
 
     @api.get("/v1/models", response_model=sc.ModelList, tags=["embeddings"])
-    async def models(svc: Service = Depends(get_service)):
+    async def models(svc: Svc):
         return {"object": "list", "data": [{"id": svc.model_name, "object": "model", "created": 0,
                                             "owned_by": "embedkit"}]}
 
     @api.post("/documents", response_model=sc.AddDocumentsResponse, status_code=201, tags=["documents"],
               responses=_WRITE_ERRORS)
-    async def add_documents(body: s.AddDocumentsRequest, svc: Service = Depends(get_service)):
+    async def add_documents(body: s.AddDocumentsRequest, svc: Svc):
         """Add documents (new ids only); persisted atomically, visible to the next search. A server
         with several worker processes is read-only (403)."""
         docs = [Doc(d.id, d.text, d.metadata) for d in body.documents]
         return JSONBytes(await svc.add_documents(docs), status_code=201)
 
     @api.get("/documents/{doc_id:path}", tags=["documents"], responses={404: {"model": sc.ErrorResponse}})
-    async def get_document(doc_id: str, svc: Service = Depends(get_service)):
+    async def get_document(doc_id: str, svc: Svc):
         return await svc.get_document(doc_id)
 
     @api.delete("/documents/{doc_id:path}", response_model=sc.DeleteResponse, tags=["documents"],
                 responses=_WRITE_ERRORS)
-    async def delete_document(doc_id: str, svc: Service = Depends(get_service)):
+    async def delete_document(doc_id: str, svc: Svc):
         """Delete one document; persisted atomically, gone from the next search. A server with
         several worker processes is read-only (403)."""
         return await svc.delete_document(doc_id)
 
     @api.get("/info", response_model=sc.InfoResponse, tags=["service"])
-    async def info(svc: Service = Depends(get_service)):
+    async def info(svc: Svc):
         """Model, pooling, reducer, dimension, count, index type and the limits in force."""
         return svc.info()
 

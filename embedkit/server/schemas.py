@@ -101,6 +101,7 @@ class Schemas:
     EmbeddingsRequest: type[BaseModel]
     DocumentIn: type[BaseModel]
     AddDocumentsRequest: type[BaseModel]
+    SimilarityRequest: type[BaseModel]
 
 
 def make_schemas(s: Settings) -> Schemas:
@@ -124,6 +125,12 @@ def make_schemas(s: Settings) -> Schemas:
             10, description="Hits per query (an index with fewer documents returns them all).")
         min_score: float | None = Field(None, strict=True, allow_inf_nan=False, description="Drop hits scoring below this.")
         filter: Filter | None = Field(None, description="Metadata equality filter, e.g. {\"topic\": \"快递物流\"}.")
+        mode: Literal["dense", "lexical", "hybrid"] = Field(
+            "dense", description="dense (vectors), lexical (BM25 over Chinese words) or hybrid (both, fused with the "
+                                 "index's tuned weight). lexical/hybrid need an index with a lexical part.")
+        min_probability: float | None = Field(
+            None, strict=True, ge=0, le=1, allow_inf_nan=False,
+            description="Drop hits whose calibrated P(similar) is below this (dense mode, calibrated index).")
 
         @model_validator(mode="after")
         def _exactly_one(self):
@@ -160,7 +167,13 @@ def make_schemas(s: Settings) -> Schemas:
             description="New documents. Ids must be new: an id already in the index, or given twice in "
                         "this request, is a conflict (409) and nothing is added.")]
 
-    return Schemas(SearchRequest, EncodeRequest, EmbeddingsRequest, DocumentIn, AddDocumentsRequest)
+    class SimilarityRequest(_Strict):
+        """Pairs of texts to compare through the index's query path."""
+        pairs: Annotated[list[tuple[Text, Text]], Field(min_length=1, max_length=max(1, s.max_texts // 2))] = Field(
+            description=f"Up to {max(1, s.max_texts // 2)} pairs [a, b].", examples=[[["花呗怎么还款", "花呗如何还款"]]])
+
+    return Schemas(SearchRequest, EncodeRequest, EmbeddingsRequest, DocumentIn, AddDocumentsRequest,
+                   SimilarityRequest)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,6 +193,20 @@ class HitOut(BaseModel):
     text: str
     score: float
     metadata: dict[str, Any] | None = None
+    probability: float | None = Field(None, description="Calibrated P(similar); only on a calibrated index.")
+    match: bool | None = Field(None, description="score at or above the calibrated threshold; with probability.")
+
+
+class PairScore(BaseModel):
+    score: float
+    probability: float | None = Field(None, description="Calibrated P(similar); null on an uncalibrated index.")
+    match: bool | None = Field(None, description="At or above the calibrated threshold; null when uncalibrated.")
+
+
+class SimilarityResponse(BaseModel):
+    results: list[PairScore]
+    calibrated: bool
+    model: str
 
 
 class QueryResult(BaseModel):

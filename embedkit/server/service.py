@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -70,18 +71,17 @@ class QueryPathAdapter:
         return qp.reducer if qp is not None else self.index.reducer
 
     def encode_raw(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw encoder rows and the tokens the model read for each text."""
+        """Raw encoder rows and the tokens the model read for each text, from the encoder's own
+        tokenisation on the encoder thread (per text, so merged requests are counted apart)."""
         qp = self._qp
         if qp is not None:
-            raw = qp.encode_raw(texts, batch_size=batch_size, show_progress_bar=False)
-            prepared = qp.prepare(texts) if hasattr(qp, "prepare") else texts
+            raw, tokens = qp.encode_raw_with_usage(texts, batch_size=batch_size, show_progress_bar=False)
         else:
             raw = self.index.encoder.encode(texts, normalize=False, batch_size=batch_size, show_progress_bar=False)
-            prepared = texts
-        # TODO(encoder usage API): take the counts from the encoder's own tokenisation once it returns
-        # them; until then the texts are tokenised again here, on the encoder thread (never another).
-        mask = self.encoder.tokenize(list(prepared))["attention_mask"]
-        return raw, np.asarray(mask).sum(axis=1)
+            tokens = None
+        if tokens is None:  # an encoder without usage reporting: count with its tokenizer, on this thread
+            tokens = np.asarray(self.encoder.tokenize(list(texts))["attention_mask"]).sum(axis=1)
+        return raw, tokens
 
     def project(self, raw: np.ndarray) -> np.ndarray:
         qp = self._qp
@@ -145,16 +145,30 @@ class Service:
 
     # -- endpoints' work ------------------------------------------------------------------------
     async def search(self, queries: list[str], top_k: int, filter: dict | None, min_score: float | None,
-                     started: float) -> bytes:
-        raw = await self.embed_raw(queries)
+                     started: float, *, mode: str = "dense", min_probability: float | None = None) -> bytes:
+        raw = None if mode == "lexical" else await self.embed_raw(queries)
 
         def work():
             idx = self.index
             count = len(idx)
-            rows = idx.search_vectors(self.finish(raw), top_k, filter=filter, min_score=min_score)
+            rows = idx.search_embedded(queries, None if raw is None else self.finish(raw), top_k, filter=filter,
+                                       min_score=min_score, mode=mode, min_probability=min_probability)
             results = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, rows)]
             took = round((time.perf_counter() - started) * 1000, 3)
             return dumps({"results": results, "count": count, "took_ms": took})
+
+        return await self._run(work)
+
+    async def similarity(self, pairs: list[tuple[str, str]]) -> bytes:
+        raw = await self.embed_raw([a for a, _ in pairs] + [b for _, b in pairs])
+
+        def work():
+            qp = self.index.query_path
+            vecs = self.finish(raw)
+            scores = qp.score_vectors(vecs[:len(pairs)], vecs[len(pairs):])
+            probs, matches = qp.calibrated(scores)
+            results = [{"score": float(sc), "probability": p, "match": m} for sc, p, m in zip(scores, probs, matches)]
+            return dumps({"results": results, "calibrated": qp.calibration is not None, "model": self.model_name})
 
         return await self._run(work)
 
@@ -270,9 +284,7 @@ class Service:
 
 def _limit_faiss_threads(n: int) -> None:
     """Thread initializer: OpenMP settings are per thread, so each pool thread sets its own."""
-    try:
-        import faiss
+    import faiss
 
+    with contextlib.suppress(AttributeError):  # pragma: no cover - FAISS without OpenMP
         faiss.omp_set_num_threads(n)
-    except Exception:  # pragma: no cover - FAISS without OpenMP
-        pass

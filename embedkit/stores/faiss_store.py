@@ -24,7 +24,7 @@ from ..errors import IndexFormatError, InputError
 from ..filters import Filter
 from .docs_sqlite import DocStore
 from .faiss_backend import FaissBackend, as_f32, nlist_for
-from .segments import SEGMENT, Segment, exact_top_k, new_segment_name, read_segment, write_segment
+from .segments import SEGMENT, Segment, new_segment_name, read_segment, write_segment
 
 
 def _fresh(path: Path) -> Path:
@@ -39,10 +39,11 @@ def _fresh(path: Path) -> Path:
 class FaissBuilder:
     """Streams documents into a new base inside a temporary generation directory."""
 
-    def __init__(self, be: FaissBackend, docs: DocStore, tmp: Path, trained_on: int):
+    def __init__(self, be: FaissBackend, docs: DocStore, tmp: Path, trained_on: int, lexical: bool = False):
         self.be, self.docs, self.tmp = be, docs, tmp
         self.trained_on = trained_on
         self.next_iid = 0
+        self.lexical_tokens: list | None = [] if lexical else None
 
     @property
     def needs_training(self) -> bool:
@@ -57,12 +58,22 @@ class FaissBuilder:
         self.docs.add(iids, docs)
         self.be.add(vectors, iids)
         self.next_iid += len(docs)
+        if self.lexical_tokens is not None:
+            from ..lexical import tokenize_many
+
+            self.lexical_tokens += tokenize_many([d.text for d in docs])
 
     def finish(self) -> dict:
         self.docs.sync()
         self.be.save(self.tmp)
-        return _describe(self.be, self.tmp, base_count=self.be.ntotal, trained_on=self.trained_on, segments=(),
+        desc = _describe(self.be, self.tmp, base_count=self.be.ntotal, trained_on=self.trained_on, segments=(),
                          base_id=uuid.uuid4().hex)
+        if self.lexical_tokens is not None:
+            from .lexical_part import LexicalPart
+
+            part = LexicalPart.build(self.tmp, np.arange(self.next_iid, dtype=np.int64), self.lexical_tokens)
+            desc["lexical"] = part.describe()
+        return desc
 
     def abort(self) -> None:
         try:
@@ -101,7 +112,8 @@ class FaissStore:
     LOCAL = True
     name = "faiss"
 
-    def __init__(self, *, be: FaissBackend, docs: DocStore, desc: dict, segments: tuple, metric: str, dim: int):
+    def __init__(self, *, be: FaissBackend, docs: DocStore, desc: dict, segments: tuple, metric: str, dim: int,
+                 lexical=None):
         self.be, self.docs, self.desc = be, docs, desc
         self.segments = segments
         self.metric, self.dim = metric, dim
@@ -128,18 +140,21 @@ class FaissStore:
             self._seg_live = np.zeros(0, bool)
         self._base_deleted = self.deleted[~np.isin(self.deleted, self._seg_iids)] if self.deleted.size \
             else self.deleted
+        self._seg_flat = None  # FAISS flat index over the segment rows, built on first search
+        self.lexical = lexical.follow(self._seg_docs) if lexical is not None else None
         self._count = int(desc["base_count"]) - int(self._base_deleted.size) + len(self._seg_docs)
 
     # -- creation / opening ----------------------------------------------------------------------
     @classmethod
     def create(cls, directory: Path, *, tmp: Path, index: str, dim: int, metric: str, n_train: int,
-               expected_size: int, params: dict | None, overwrite: bool = False) -> FaissBuilder:
+               expected_size: int, params: dict | None, overwrite: bool = False,
+               lexical: bool = False) -> FaissBuilder:
         del directory, overwrite
         p = dict(params or {})
         if index in ("ivf-flat", "ivf-pq") and "nlist" not in p:
             p["nlist"] = nlist_for(max(expected_size, 1), n_train)
         be = FaissBackend.create(index, dim, metric, n_train, p)
-        return FaissBuilder(be, DocStore(tmp / DocStore.FILE, create=True), tmp, 0)
+        return FaissBuilder(be, DocStore(tmp / DocStore.FILE, create=True), tmp, 0, lexical=lexical)
 
     @classmethod
     def open(cls, directory: Path, generation: Path, desc: dict, dim: int, metric: str, *,
@@ -147,12 +162,20 @@ class FaissStore:
         del directory
         if previous is not None and previous.desc.get("base_id") == desc.get("base_id") \
                 and desc.get("base_id") is not None:
-            be, docs = previous.be, previous.docs
+            be, docs, lexical = previous.be, previous.docs, previous.lexical
             known = {s.name: s for s in previous.segments}
         else:
             be = FaissBackend.load(generation, desc, metric, dim)
             docs = DocStore(generation / DocStore.FILE, readonly=True)
             known = {}
+            lexical = None
+            if "lexical" in desc:
+                from .lexical_part import LexicalPart
+
+                lexical = LexicalPart.load(generation)
+                if lexical is None:
+                    raise IndexFormatError(f"the manifest of {generation} names a lexical part, but "
+                                           f"{generation / 'lexical'} is missing")
             n_docs = docs.count()
             if "base_count" in desc and (be.ntotal != desc["base_count"] or n_docs != desc["base_count"]):
                 raise IndexFormatError(f"index {generation} is inconsistent: base count {desc['base_count']}, "
@@ -162,7 +185,7 @@ class FaissStore:
             segs.append(known.get(s["name"]) or read_segment(generation / s["name"], dim, s.get("first_iid", -1)))
         desc = dict(desc)
         desc.setdefault("base_count", be.ntotal)
-        store = cls(be=be, docs=docs, desc=desc, segments=tuple(segs), metric=metric, dim=dim)
+        store = cls(be=be, docs=docs, desc=desc, segments=tuple(segs), metric=metric, dim=dim, lexical=lexical)
         if expected_count is not None and store.count() != expected_count:
             raise IndexFormatError(f"index {generation} is inconsistent: manifest count {expected_count}, FAISS "
                                    f"holds {be.ntotal}, document store {docs.count()}, segments "
@@ -222,19 +245,33 @@ class FaissStore:
         return out
 
     def _search_segments(self, q: np.ndarray, k: int, flt: Filter | None) -> list[list[tuple]]:
+        """Exact search over the delta segments (a FAISS flat index over their rows, built once per
+        snapshot; deleted and filtered-out rows excluded by a selector)."""
         if not self._seg_docs:
             return [[] for _ in range(q.shape[0])]
         mask = self._seg_live
         if flt is not None:
             mask = mask & np.fromiter((i in self._seg_docs and flt.matches(self._seg_docs[i][2])
                                        for i in self._seg_iids.tolist()), dtype=bool, count=len(self._seg_iids))
-        if not mask.any():
+        n_ok = int(mask.sum())
+        if n_ok == 0:
             return [[] for _ in range(q.shape[0])]
-        scores, rows = exact_top_k(q, self._seg_vecs, min(k, int(mask.sum())), self.metric, mask)
+        import faiss
+
+        if self._seg_flat is None:
+            flat = faiss.IndexFlatL2(self.dim) if self.metric == "l2" else faiss.IndexFlatIP(self.dim)
+            flat.add(self._seg_vecs)
+            self._seg_flat = flat
+        params, keep = None, None
+        if n_ok < mask.shape[0]:
+            keep = np.flatnonzero(mask).astype(np.int64)
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(keep))
+        scores, rows = self._seg_flat.search(q, min(k, n_ok), params=params)
+        if self.metric == "l2":
+            scores = -scores
         out = []
         for srow, rrow in zip(scores, rows):
-            out.append([(float(s), *self._seg_docs[int(self._seg_iids[r])]) for s, r in zip(srow, rrow)
-                        if np.isfinite(s)])
+            out.append([(float(sc), *self._seg_docs[int(self._seg_iids[r])]) for sc, r in zip(srow, rrow) if r >= 0])
         return out
 
     def iterate(self, *, with_vectors: bool = False, batch: int = 1000):  # noqa: C901
@@ -277,7 +314,7 @@ class FaissStore:
         """The snapshot with ``segments`` (their ``first_iid`` assigned) appended."""
         segs = self.segments + tuple(segments)
         return FaissStore(be=self.be, docs=self.docs, desc=dict(self.desc, segments=[s.describe() for s in segs]),
-                          segments=segs, metric=self.metric, dim=self.dim)
+                          segments=segs, metric=self.metric, dim=self.dim, lexical=self.lexical)
 
     def compact(self, commit: Path) -> "FaissStore":
         """Fold segments and deletions into a new base written into ``commit``."""
@@ -304,8 +341,44 @@ class FaissStore:
         be.save(commit)
         desc = _describe(be, commit, base_count=n, trained_on=int(self.desc.get("trained_on", 0)), segments=(),
                          base_id=uuid.uuid4().hex)
+        lexical = None
+        if self.lexical is not None:
+            live = self._seg_iids[self._seg_live].tolist() if self._seg_docs else []
+            lexical = self.lexical.compact(commit, self._base_deleted, live,
+                                           [self.lexical.seg_tokens[i] for i in live])
+            desc["lexical"] = lexical.describe()
         return FaissStore(be=be, docs=DocStore(commit / DocStore.FILE, readonly=True), desc=desc, segments=(),
-                          metric=self.metric, dim=self.dim)
+                          metric=self.metric, dim=self.dim, lexical=lexical)
+
+    # -- the lexical part ---------------------------------------------------------------------------
+    def with_lexical(self, commit: Path) -> "FaissStore":
+        """This (compacted) snapshot plus a lexical part over its base, written into ``commit``."""
+        from ..lexical import tokenize_many
+        from .lexical_part import LexicalPart
+
+        if self.segments:
+            raise IndexFormatError("internal error: the lexical part is built on a compacted base")
+        iids, texts = [], []
+        for iid, _did, text, _meta in self.docs.iter_all(5000):
+            iids.append(iid)
+            texts.append(text)
+        part = LexicalPart.build(commit, np.asarray(iids, dtype=np.int64), tokenize_many(texts))
+        desc = dict(self.desc, lexical=part.describe())
+        return FaissStore(be=self.be, docs=self.docs, desc=desc, segments=(), metric=self.metric, dim=self.dim,
+                          lexical=part)
+
+    def search_lexical(self, queries: list[str], k: int, flt: Filter | None) -> list[list[tuple]]:
+        """BM25 top-k ``(score, id, text, metadata)`` per query (no hits for a query without words)."""
+        if self.lexical is None:
+            raise InputError("this index has no lexical part")
+        base_allowed = self.docs.filter_iids(flt) if flt is not None else None
+        seg_allowed = None if flt is None else {i for i, d in self._seg_docs.items() if flt.matches(d[2])}
+        rows = self.lexical.search(queries, k, base_excluded=self._base_deleted, base_allowed=base_allowed,
+                                   seg_allowed=seg_allowed)
+        base_ids = {i for row in rows for _, i in row if i not in self._seg_docs}
+        docs = self.docs.fetch(base_ids)
+        docs.update({i: self._seg_docs[i] for row in rows for _, i in row if i in self._seg_docs})
+        return [[(s, *docs[i]) for s, i in row if i in docs] for row in rows]
 
     def needs_compaction(self, max_segments: int, max_fraction: float) -> bool:
         pending = sum(s.added + int(s.deleted.shape[0]) for s in self.segments)
@@ -337,6 +410,9 @@ class FaissStore:
             unknown = [int(i) for i in s.deleted.tolist() if i not in all_iids]
             if unknown:
                 problems.append(f"{path}: deletes internal id {unknown[0]} that no earlier file holds")
+        if self.lexical is not None:
+            base_iids = {iid for iid, *_ in self.docs.iter_all()}
+            problems += [f"{generation}/{p}" for p in self.lexical.check(base_iids)]
         return problems
 
     def close(self) -> None:

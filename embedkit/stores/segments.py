@@ -77,22 +77,3 @@ def read_segment(path: Path, dim: int, first_iid: int) -> Segment:
                                f"{len(rows)} documents, index dimension {dim}")
     return Segment(path.name, int(first_iid), np.ascontiguousarray(vectors, dtype=np.float32),
                    deleted.astype(np.int64), tuple(tuple(r) for r in rows))
-
-
-def exact_top_k(q: np.ndarray, x: np.ndarray, k: int, metric: str, mask: np.ndarray | None):
-    """Exact top-k rows of ``x`` for each query: (scores, row indices), higher score is better.
-
-    ``mask`` (bool, len(x)) selects the rows that may be returned."""
-    if metric == "l2":
-        s = -(np.sum(q * q, axis=1)[:, None] - 2 * (q @ x.T) + np.sum(x * x, axis=1)[None, :])
-    else:
-        s = q @ x.T
-    if mask is not None:
-        s = np.where(mask[None, :], s, -np.inf)
-    k = min(k, x.shape[0])
-    if k <= 0:
-        return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    ps = np.take_along_axis(s, part, axis=1)
-    order = np.argsort(-ps, axis=1, kind="stable")
-    return np.take_along_axis(ps, order, axis=1), np.take_along_axis(part, order, axis=1)

@@ -1,0 +1,49 @@
+"""What searches return, and the shared rules for k and delete requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@dataclass
+class Hit:
+    id: str
+    text: str
+    score: float
+    metadata: dict | None = None
+    probability: float | None = None   # P(similar) from the index's calibration (dense scores only)
+    match: bool | None = None          # score at or above the calibration's threshold
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if self.probability is None:
+            d.pop("probability")
+            d.pop("match")
+        return d
+
+
+def check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def ids_to_delete(ids: Iterable) -> list[str]:
+    """Distinct ids as strings, in order; an empty request is an error."""
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    if not ids:
+        raise InputError("no ids to delete")
+    return ids
+
+
+def require_known(ids: list[str], found) -> None:
+    """All-or-nothing deletes: an id missing from ``found`` rejects the whole request."""
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise InputError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown id(s)); "
+                         "nothing was deleted")
