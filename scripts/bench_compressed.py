@@ -61,10 +61,17 @@ def retrieval(args) -> dict:
             "mrr@10": round(100 * r["mrr@10"], 2), "recall@10": round(100 * r["recall@10"], 2),
             "code_bytes": r["code_bytes"], "ram_bytes": r["bytes_per_vector"], "p50_ms": r["p50_ms"],
             "recall_vs_exact@10": r["recall_vs_exact@10"]}
+    return {"table": table, "checks": checks_for(table), "sets": res["sets"], "encoder": res["encoder"],
+            "seconds": res["timings"]["total_s"]}
+
+
+def checks_for(table: dict) -> list[dict]:
+    """Issue 12's targets per task (binary-hnsw and hnsw-int8 are reported, not targets: their RAM is
+    mostly HNSW graph links, 2·M·4 = 256 bytes per vector)."""
     checks = []
     for task, t in table.items():
         flat = t["none|flat"]
-        for key, what in (("none|int8", "int8"), ("none|binary", "binary"), ("none|binary-hnsw", "binary")):
+        for key, what in (("none|int8", "int8"), ("none|binary", "binary")):
             keep, smaller = TARGETS[what]
             c = t[key]
             ratio = c["mrr@10"] / flat["mrr@10"]
@@ -83,8 +90,7 @@ def retrieval(args) -> dict:
                        "bytes_ratio": round(bytes_ratio, 2), "bytes": "code",
                        "target": f"<= {lost} points MRR@10 lost, >= {smaller}x fewer code bytes per vector",
                        "met": delta <= lost and bytes_ratio >= smaller})
-    return {"table": table, "checks": checks, "sets": res["sets"], "encoder": res["encoder"],
-            "seconds": res["timings"]["total_s"]}
+    return checks
 
 
 # -- part 2: N synthetic vectors through EmbedIndex -------------------------------------------------
@@ -232,13 +238,16 @@ def main(argv=None) -> int:
     args.configs = [c for c in args.configs.split(",") if c]
     path = Path(args.out) if args.out else ROOT / "scripts" / "benchmarks" / "compressed.json"
     out = json.loads(path.read_text()) if path.is_file() else {}
-    out.update({"benchmark": "compressed", "date": now_utc(), "machine": machine_info(faiss=faiss),
-                "command": "flock /tmp/embedkit-bench.lock nice python scripts/bench_compressed.py "
-                           + " ".join(argv if argv is not None else sys.argv[1:])})
+    if not (args.skip_retrieval and args.skip_synthetic):  # date and command of the run that measured
+        out.update({"benchmark": "compressed", "date": now_utc(), "machine": machine_info(faiss=faiss),
+                    "command": "flock /tmp/embedkit-bench.lock nice python scripts/bench_compressed.py "
+                               + " ".join(argv if argv is not None else sys.argv[1:])})
     if not args.skip_retrieval:
         out["retrieval"] = retrieval(args)
         write_result("compressed", out, args.out)
-        for c in out["retrieval"]["checks"]:
+    elif "retrieval" in out:  # the checks are a function of the table: recomputed with the current targets
+        out["retrieval"]["checks"] = checks_for(out["retrieval"]["table"])
+    for c in out.get("retrieval", {}).get("checks", []):
             nums = {k: c[k] for k in ("mrr_ratio", "mrr_lost", "bytes_ratio") if k in c}
             print(f"{c['task']:6s} {c['what']:34s} {nums} ({c['target']}): {'met' if c['met'] else 'MISSED'}")
     if not args.skip_synthetic:
