@@ -40,7 +40,8 @@ from benchlib import machine_info, now_utc, percentile, write_result  # noqa: E4
 TASKS = ["LCQMC", "BQ", "ATEC", "STS-B"]
 INDEXES = ["flat", "int8", "hnsw-int8", "binary", "binary-hnsw"]
 REDUCERS = ["none", "pca:256"]
-SYNTHETIC = ["none|flat", "none|int8", "none|binary", "pca:256|int8"]  # reducer|index at N vectors
+# reducer|index[|param=value] at N vectors
+SYNTHETIC = ["none|flat", "none|int8", "none|binary", "none|binary|rescore=40", "pca:256|int8"]
 DIM, CHUNK, GEN_SEED, QUERY_SEED = 512, 4096, 1, 10**9
 TARGETS = {"int8": (0.99, 4), "binary": (0.96, 16), "pca:256|int8": (0.5, 8)}
 
@@ -131,10 +132,12 @@ def child_build(args) -> None:
     from embedkit.corpus import Doc
     from embedkit.index import EmbedIndex
 
-    reduce, kind = args.config.split("|")
+    reduce, kind, *extra = args.config.split("|")  # e.g. none|binary|rescore=40
+    params = {k: int(v) for k, v in (e.split("=") for e in extra)}
     t0 = time.perf_counter()
     idx = EmbedIndex.build(args.dir, (Doc(f"d-{i}", f"s-{i}") for i in range(args.n)), encoder=SyntheticEncoder(),
-                           reduce=reduce, index=kind, chunk_size=CHUNK, show_progress_bar=False, expected_size=args.n)
+                           reduce=reduce, index=kind, index_params=params or None, chunk_size=CHUNK,
+                           show_progress_bar=False, expected_size=args.n)
     info = idx.info()
     print(json.dumps({"build_s": round(time.perf_counter() - t0, 1),
                       "build_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -193,7 +196,7 @@ def synthetic(args) -> dict:
         np.save(truth, exact_truth(args.n, args.queries))
         print(f"exact truth for {args.queries} queries over {args.n}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         for config in args.configs:
-            d = Path(tmp) / config.replace("|", "_").replace(":", "")
+            d = Path(tmp) / config.replace("|", "_").replace(":", "").replace("=", "")
             row = {"config": config, "n": args.n}
             for job in (["--child", "build", "--config", config], ["--child", "search", "--truth", str(truth)]):
                 cmd = [sys.executable, __file__, *job, "--dir", str(d), "--n", str(args.n), "--queries",
@@ -208,6 +211,16 @@ def synthetic(args) -> dict:
 
             shutil.rmtree(d)
     return {"n": args.n, "dim": DIM, "queries": args.queries, "rows": rows}
+
+
+def merge_rows(old: dict | None, new: dict) -> dict:
+    """Rows of configurations not run this time are kept (same N and query count only)."""
+    if old and (old.get("n"), old.get("queries")) == (new["n"], new["queries"]):
+        ran = {r["config"] for r in new["rows"]}
+        new = dict(new, rows=[r for r in old["rows"] if r["config"] not in ran] + new["rows"])
+        order = {c: i for i, c in enumerate(SYNTHETIC)}
+        new["rows"].sort(key=lambda r: (order.get(r["config"], len(order)), r["config"]))
+    return new
 
 
 def main(argv=None) -> int:
@@ -251,7 +264,7 @@ def main(argv=None) -> int:
             nums = {k: c[k] for k in ("mrr_ratio", "mrr_lost", "bytes_ratio") if k in c}
             print(f"{c['task']:6s} {c['what']:34s} {nums} ({c['target']}): {'met' if c['met'] else 'MISSED'}")
     if not args.skip_synthetic:
-        out["synthetic"] = synthetic(args)
+        out["synthetic"] = merge_rows(out.get("synthetic"), synthetic(args))
         write_result("compressed", out, args.out)
         for r in out["synthetic"]["rows"]:
             print(f"{r['config']:14s} n={r['n']}: bytes/vector {r['bytes_per_vector']}, RSS anon "

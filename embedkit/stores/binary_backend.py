@@ -23,6 +23,7 @@ not hold its vectors in RAM); removed rows are skipped at search time and droppe
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -280,6 +281,7 @@ class BinaryBackend:
         directory = Path(directory)
         total = int(self.iids.shape[0])
         live = np.setdiff1d(np.arange(total), np.fromiter(self.dead, np.int64, len(self.dead)))
+        _advise(self.vectors, "MADV_SEQUENTIAL")
         if not self.dead and not self._pending and self.ident is not None and _ident(directory / self.VECTORS) \
                 == self.ident:
             return  # nothing changed and the directory holds (links to) this base's files
@@ -291,12 +293,13 @@ class BinaryBackend:
             out[s:s + CHUNK] = self.gather(live[s:s + CHUNK])
         out.flush()
         del out
+        _advise(self.vectors, "MADV_RANDOM")  # the copy above read it in order; searches read rows
         if self.dead:  # rows renumbered: new codes
             self.index = self._new_index(self.kind, self.dim, self.params)
             self._indexed = 0
         iids = self.iids[live]
         self.dead, self.iids, self._order = set(), iids, None
-        self.vectors, self.ident = np.load(vec_path, mmap_mode="r"), _ident(vec_path)
+        self.vectors, self.ident = _map(vec_path), _ident(vec_path)
         if self._spill is not None:
             self._spill.close()
         self._spill, self._pending = None, 0
@@ -322,8 +325,8 @@ class BinaryBackend:
         arrays = {}
         for name in (cls.VECTORS, cls.ROWS, cls.BINARIZE):
             try:
-                arrays[name] = np.load(directory / name, mmap_mode="r" if name == cls.VECTORS else None,
-                                       allow_pickle=False)
+                arrays[name] = _map(directory / name) if name == cls.VECTORS else \
+                    np.load(directory / name, allow_pickle=False)
                 if name == cls.BINARIZE:
                     with arrays[name] as z:
                         arrays[name] = (z["rotation"], z["thresholds"])
@@ -342,6 +345,20 @@ class BinaryBackend:
         if kind == "binary-hnsw":
             index.hnsw.efSearch = int(be.params.get("efSearch", HNSW_EF_SEARCH))
         return be
+
+
+def _map(path: Path) -> np.ndarray:
+    """The float32 rows of a ``.npy`` file, memory-mapped read-only, with the kernel told that reads are
+    random (a search touches k × rescore rows; without the hint each page fault reads ahead ~128 KiB
+    and a few thousand searches pull most of the file into the page cache)."""
+    vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    _advise(vectors, "MADV_RANDOM")
+    return vectors
+
+
+def _advise(vectors: np.ndarray, advice: str) -> None:
+    if isinstance(vectors.base, mmap.mmap) and hasattr(mmap, advice):
+        vectors.base.madvise(getattr(mmap, advice))
 
 
 def _unlink(path: Path) -> None:
