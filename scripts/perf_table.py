@@ -372,7 +372,10 @@ def render_compressed(res: dict) -> list[str]:
                  _num(r["rss_anon_after_search_mib"], 0), _num(r["rss_file_after_search_mib"], 0),
                  f"{r['p50_ms']:.2f}", f"{r['recall@10']:.3f}", _num(r["build_s"], 0)] for r in syn["rows"]]
         out += [f"At {syn['n']:,} synthetic {syn['dim']}-d vectors through `EmbedIndex` (build, load, one query "
-                f"per call, {syn['queries']} queries; recall@10 against exact float search in {syn['dim']}-d):", "",
+                f"per call, {syn['queries']} queries; recall@10 against exact float search in {syn['dim']}-d). "
+                "RSS anon: the process's own memory after load and search. RSS file: page-cache pages of the "
+                "memory-mapped vectors mapped into the process (shared and reclaimable; the build had just "
+                "written the file, so all of it was cached and a page fault maps whole cached folios):", "",
                 *_table(["index", "code B", "RAM B/vector", "disk B/vector", "RSS anon MiB", "RSS file MiB",
                          "p50 ms", "recall@10", "build s"], rows), ""]
     return out + [machine_line(res)]

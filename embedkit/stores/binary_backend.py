@@ -349,8 +349,8 @@ class BinaryBackend:
 
 def _map(path: Path) -> np.ndarray:
     """The float32 rows of a ``.npy`` file, memory-mapped read-only, with the kernel told that reads are
-    random (a search touches k × rescore rows; without the hint each page fault reads ahead ~128 KiB
-    and a few thousand searches pull most of the file into the page cache)."""
+    random (a search touches k × rescore scattered rows: read-ahead around each page fault of a file not
+    yet in the page cache would only read rows nobody asked for)."""
     vectors = np.load(path, mmap_mode="r", allow_pickle=False)
     _advise(vectors, "MADV_RANDOM")
     return vectors
