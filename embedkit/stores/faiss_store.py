@@ -95,13 +95,10 @@ def _describe(be: FaissBackend, *, base_count: int, trained_on: int, segments, b
 
 
 def _nlist(be: FaissBackend):
-    import faiss
+    from .faiss_backend import _ivf
 
-    try:
-        ivf = faiss.extract_index_ivf(be.index)
-    except RuntimeError:
-        return None
-    return int(ivf.nlist)
+    ivf = _ivf(be.index)
+    return None if ivf is None else int(ivf.nlist)
 
 
 class FaissStore:
