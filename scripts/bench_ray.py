@@ -50,7 +50,8 @@ def main() -> None:
     import ray
 
     from embedkit.encoder import Encoder
-    from embedkit.ray_encode import encode_to_parquet, read_vectors
+    from embedkit.ray_encode import encode_to_parquet
+    from embedkit.ray_shards import read_vectors
 
     model = str(SHARED / "models" / "m3e-small")
     texts = sentences(args.limit)

@@ -125,10 +125,10 @@ def exact_single(X: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    hits = 0
-    for f, t in zip(found[:, :k], truth[:, :k]):
-        hits += len(set(f.tolist()) & set(t.tolist()))
-    return hits / (len(truth) * k)
+    """Recall@k against the exact top-k: ``faiss.contrib.evaluation.knn_intersection_measure``."""
+    from faiss.contrib.evaluation import knn_intersection_measure
+
+    return float(knn_intersection_measure(np.asarray(found)[:, :k], np.asarray(truth)[:, :k]))
 
 
 # -- measuring one configuration ---------------------------------------------------------------------
@@ -170,8 +170,10 @@ def hnsw_bytes(index, n: int) -> float:
 
 
 def nlist_rule(n: int) -> int:
-    """About 4*sqrt(n) lists, with at least 39 training points per list (FAISS's minimum)."""
-    return int(max(1, min(round(4 * math.sqrt(n)), n // 39)))
+    """About 4*sqrt(n) lists, with at least 39 training points per list: the index's own rule."""
+    from embedkit.stores.faiss_backend import nlist_for
+
+    return nlist_for(n, n)
 
 
 # -- one dimension ---------------------------------------------------------------------------------
@@ -269,7 +271,19 @@ def bench_dim(X, Q, args, faiss) -> dict:
     return {"n": n, "d": d, "rows": rows, "baseline": base["name"],
             "target": {"recall": TARGET_RECALL, "speedup_single_vs_flat": TARGET_SPEEDUP,
                        "met": chosen is not None, "fastest_meeting": chosen and chosen["name"]},
-            "smallest_meeting_per_family": _smallest_per_family(rows, rk)}
+            "smallest_meeting_per_family": _smallest_per_family(rows, rk),
+            "pareto": _pareto(rows, rk)}
+
+
+def _pareto(rows, rk) -> list[str]:
+    """The recall / single-query latency operating points no other setting beats on both
+    (``faiss.contrib.evaluation.OperatingPoints``)."""
+    from faiss.contrib.evaluation import OperatingPoints
+
+    ops = OperatingPoints()
+    for r in rows:
+        ops.add_operating_point(r["name"], r[rk], r["single_p50_ms"])
+    return [key for key, _, _ in sorted(ops.operating_points, key=lambda p: p[2])]
 
 
 def _smallest_per_family(rows, rk) -> dict:

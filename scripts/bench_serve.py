@@ -235,7 +235,7 @@ INPROCESS = r"""
 import json, sys, time
 from embedkit.encoder import Encoder
 texts, batch, seconds = json.loads(sys.stdin.read()), int(sys.argv[2]), float(sys.argv[3])
-enc = Encoder(sys.argv[1])
+enc = Encoder(sys.argv[1], backend=sys.argv[4])  # the runtime the server under test runs
 enc.encode(texts[:batch], batch_size=batch, show_progress_bar=False)
 n, i, t0 = 0, 0, time.perf_counter()
 while time.perf_counter() - t0 < seconds:
@@ -247,9 +247,23 @@ print(json.dumps({"sentences": n, "seconds": time.perf_counter() - t0}))
 """
 
 
+def server_runtime(args) -> str:
+    """The encoding runtime ``--embedkit-args`` gives the server (``--backend X``; default torch)."""
+    import shlex
+
+    words = shlex.split(args.embedkit_args or "")
+    for i, w in enumerate(words):
+        if w == "--backend" and i + 1 < len(words):
+            return words[i + 1]
+        if w.startswith("--backend="):
+            return w.split("=", 1)[1]
+    return "torch"
+
+
 def inprocess(args, texts: list[str]) -> dict:
     sample = random.Random(0).sample(texts, min(len(texts), 4096))
-    r = subprocess.run([sys.executable, "-c", INPROCESS, args.model, str(args.inprocess_batch), str(args.duration)],
+    r = subprocess.run([sys.executable, "-c", INPROCESS, args.model, str(args.inprocess_batch), str(args.duration),
+                        server_runtime(args)],
                        input=json.dumps(sample), cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"in-process measurement failed:\n{r.stderr[-3000:]}")
@@ -352,7 +366,7 @@ def main(argv=None) -> int:
                    "inprocess_batch": args.inprocess_batch,
                    "note": "short phases: the 2-core machine is shared with other agents' work, so every "
                            "figure carries noise; servers alternate phase by phase so drift hits both"},
-        "inprocess": {"sentences_per_s": inproc_sps,
+        "inprocess": {"sentences_per_s": inproc_sps, "runtime": server_runtime(args),
                       "per_round": [round(x["sentences"] / x["seconds"], 1) for x in inproc]},
         "results": results, **ratios_and_targets(results, inproc_sps),
     }

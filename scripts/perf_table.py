@@ -246,11 +246,14 @@ def render_serve(res: dict) -> list[str]:
             row.append(_ratio((res.get("ratios", {}).get(load) or {}).get("rps_vs_infinity")))
         rows.append(row)
     ip = res.get("inprocess", {})
-    lines = ["### Service: embedkit serve vs infinity-emb, /v1/embeddings", "",
+    extra = c.get("embedkit_args") or ""
+    title = "### Service: embedkit serve vs infinity-emb, /v1/embeddings" + (f" (`embedkit serve {extra}`)"
+                                                                              if extra else "")
+    lines = [title, "",
              f"Closed-loop clients on 127.0.0.1 sending LCQMC sentences, {c.get('rounds', '?')} rounds × "
              f"{c.get('duration_s', '?')} s per phase, servers alternating phase by phase; {c.get('infinity', '')}. "
-             f"In-process `Encoder.encode` (batch {c.get('inprocess_batch', '?')}) in the same run: "
-             f"{_num(ip.get('sentences_per_s'))} sentences/s.", "",
+             f"In-process `Encoder.encode` (batch {c.get('inprocess_batch', '?')}, runtime "
+             f"{ip.get('runtime', 'torch')}) in the same run: {_num(ip.get('sentences_per_s'))} sentences/s.", "",
              *_table(head, rows, "l" + "r" * (len(head) - 1)), ""]
     for name, tgt in res.get("targets", {}).items():
         lines.append(f"- {name.replace('_', ' ')}: {tgt['target']} → {tgt['value']} "

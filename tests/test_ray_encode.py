@@ -16,7 +16,8 @@ from embedkit.corpus import read_corpus
 from embedkit.encoder import Encoder
 from embedkit.errors import EmbedkitError
 from embedkit.index import EmbedIndex
-from embedkit.ray_encode import RayError, encode_to_parquet, init_ray, read_vectors
+from embedkit.ray_encode import RayError, encode_to_parquet, init_ray
+from embedkit.ray_shards import read_vectors
 
 from .conftest import M3E, STS, TINY
 

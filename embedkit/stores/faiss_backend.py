@@ -151,8 +151,8 @@ class FaissBackend:
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efConstruction = int((params or {}).get("efConstruction", HNSW_EF_CONSTRUCTION))
             defaults = {"efSearch": HNSW_EF_SEARCH, "efConstruction": inner.hnsw.efConstruction}
-        elif isinstance(inner, faiss.IndexIVF):
-            defaults = {"nprobe": min(IVF_NPROBE, inner.nlist), "nlist": int(inner.nlist)}
+        elif (ivf := _ivf(index)) is not None:
+            defaults = {"nprobe": min(IVF_NPROBE, ivf.nlist), "nlist": int(ivf.nlist)}
         defaults.update(params or {})
         return cls(index, kind if kind in INDEX_TYPES else "factory", factory, metric, dim, defaults)
 
@@ -164,8 +164,8 @@ class FaissBackend:
         x = as_f32(x, self.dim)
         if self.index.is_trained:
             return
-        inner = _inner(self.index)
-        nlist = getattr(inner, "nlist", 1)
+        ivf = _ivf(self.index)
+        nlist = ivf.nlist if ivf is not None else 1
         if x.shape[0] < nlist:
             raise InputError(f"index {self.factory!r} needs at least {nlist} training vectors, got "
                              f"{x.shape[0]}; use --index flat or hnsw for small corpora")
@@ -255,8 +255,8 @@ class FaissBackend:
         if isinstance(inner, faiss.IndexHNSW):
             ef = max(int(self.params.get("efSearch", HNSW_EF_SEARCH)), k)
             return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
-        if isinstance(inner, faiss.IndexIVF):
-            nprobe = inner.nlist if everything else int(self.params.get("nprobe", IVF_NPROBE))
+        if (ivf := _ivf(self.index)) is not None:
+            nprobe = ivf.nlist if everything else int(self.params.get("nprobe", IVF_NPROBE))
             return faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
@@ -336,6 +336,15 @@ def _inner(index):
     if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         return faiss.downcast_index(index.index)
     return index
+
+
+def _ivf(index):
+    """The IVF index inside any wrappers (IDMap, pre-transform, refine), or None: ``faiss.extract_index_ivf``."""
+    faiss = _faiss()
+    try:
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, TypeError):  # TypeError: a binary index (binary_backend)
+        return None
 
 
 def _supports_ids(index) -> bool:

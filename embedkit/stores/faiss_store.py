@@ -97,13 +97,10 @@ def _describe(be: FaissBackend, directory: Path, *, base_count: int, trained_on:
 
 
 def _nlist(be: FaissBackend):
-    import faiss
+    from .faiss_backend import _ivf
 
-    try:
-        ivf = faiss.extract_index_ivf(be.index)
-    except (RuntimeError, TypeError):  # not IVF (TypeError: a binary index)
-        return None
-    return int(ivf.nlist)
+    ivf = _ivf(be.index)
+    return None if ivf is None else int(ivf.nlist)
 
 
 class FaissStore:

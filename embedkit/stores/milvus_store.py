@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexFormatError, InputError
-from .milvus_client import (DEFAULT_LITE_FILE, MilvusBackend, _redact, check_collection, connect, default_collection,
-                            lite_dir_size, preflight)
+from .milvus_client import DEFAULT_LITE_FILE, _redact, check_collection, connect, default_collection, preflight
+from .milvus_collection import MilvusBackend, lite_dir_size
 
 log = logging.getLogger(__name__)
 
