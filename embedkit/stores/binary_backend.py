@@ -33,7 +33,7 @@ import numpy as np
 
 from ..constants import BINARY_INDEX_TYPES as BINARY_TYPES
 from ..errors import IndexFormatError, InputError
-from .faiss_backend import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, _faiss, as_f32
+from .faiss_common import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, _faiss, as_f32
 
 RESCORE = 10  # shortlist = k x RESCORE rows rescored exactly (issue 12: >= 96% of float MRR@10)
 CHUNK = 65536
@@ -79,7 +79,7 @@ class BinaryBackend:
     @classmethod
     def create(cls, kind: str, dim: int, metric: str = "cosine", n_train: int = 0,
                params: dict | None = None) -> "BinaryBackend":
-        from .faiss_backend import _faiss_metric
+        from .faiss_common import _faiss_metric
 
         del n_train
         if kind not in BINARY_TYPES:
@@ -269,7 +269,7 @@ class BinaryBackend:
     def bytes_per_vector(self, directory) -> dict:
         """Per vector: code bytes (closed form), bytes held in RAM (codes + row ids) and on disk (those
         + the float32 vectors); the fixed-size rotation and thresholds are not per vector."""
-        from .faiss_backend import per_vector
+        from .faiss_common import per_vector
 
         return per_vector(directory, self.ntotal, code_size(self.dim), ram=(self.FILE, self.ROWS),
                           disk=(self.FILE, self.ROWS, self.VECTORS))

@@ -24,17 +24,10 @@ from ..errors import IndexFormatError, InputError
 
 from ..constants import BINARY_INDEX_TYPES as BINARY_TYPES
 from ..constants import INDEX_TYPES
+from .faiss_common import (  # noqa: F401  (re-exported: the names the rest of embedkit imports from here)
+    HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, LOSSY, METRICS, PQ_DIMS_PER_SUBQUANTIZER,
+    TOMBSTONE_REBUILD_FRACTION, _faiss, _faiss_metric, as_f32, per_vector)
 
-METRICS = ("cosine", "ip", "l2")
-
-# Defaults measured by scripts/bench_search.py (see README "Performance").
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80  # 1M x 512 builds in ~4 min on 2 cores; recall below is at this value
-HNSW_EF_SEARCH = 128  # 1M vectors: recall@10 0.970 (d=512) / 0.967 (d=256), ~210-280x faster than flat
-IVF_NPROBE = 16  # nlist 4000 at 1M: recall@10 0.983 (d=512) / 0.982 (d=256), ~150-190x faster than flat
-PQ_DIMS_PER_SUBQUANTIZER = 2  # ivf-pq: m = dim / 2 sub-quantizers of 8 bits -> dim/2 bytes per vector (8x smaller)
-TOMBSTONE_REBUILD_FRACTION = 0.25
-LOSSY = ("PQ", "SQ", "LSH", "RaBitQ")  # codes that do not give the vectors back exactly
 
 
 def nlist_for(n_expected: int, n_train: int | None = None) -> int:
@@ -81,28 +74,6 @@ def _pq_m(dim: int) -> int:
         if dim % m == 0:
             return m
     return 1
-
-
-def _faiss():
-    import faiss
-
-    return faiss
-
-
-def _faiss_metric(metric: str):
-    faiss = _faiss()
-    if metric not in METRICS:
-        raise InputError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
-    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-
-
-def as_f32(x: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise InputError(f"{what} must be 2-D (n, dim), got shape {x.shape}")
-    if dim is not None and x.shape[1] != dim:
-        raise InputError(f"{what} have dimension {x.shape[1]}, the index expects {dim}")
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 class FaissBackend:
@@ -360,15 +331,3 @@ def code_size(index) -> int:
     if isinstance(inner, faiss.IndexHNSW):
         inner = faiss.downcast_index(inner.storage)
     return int(inner.sa_code_size())
-
-
-def per_vector(directory, n: int, code: int, *, ram, disk) -> dict:
-    """``{"code", "ram", "disk"}`` bytes per vector: ``ram`` / ``disk`` are the sizes of those files of
-    a saved base in ``directory`` divided by its ``n`` vectors."""
-    directory = Path(directory)
-
-    def size(names):
-        return sum((directory / f).stat().st_size for f in names if (directory / f).is_file())
-
-    n = max(1, int(n))
-    return {"code": int(code), "ram": round(size(ram) / n, 2), "disk": round(size(disk) / n, 2)}
