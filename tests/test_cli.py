@@ -202,3 +202,14 @@ def test_logging_setup_touches_only_embedkit_loggers():
             root.removeHandler(x)
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_binary_index_with_rescore_from_the_cli(tmp_path):
+    """--index binary --rescore N through the CLI: recorded in the manifest, results still exact-rescored."""
+    d = tmp_path / "bin"
+    out = json.loads(run("index", "build", DEMO_CORPUS, "-o", d, "--index", "binary", "--rescore", "40").stdout)
+    assert out["count"] == 361
+    info = json.loads(run("index", "info", d).stdout)
+    assert info["index"]["params"]["rescore"] == 40 and info["index"]["bytes_per_vector"]["code"] == 64
+    hits = json.loads(run("search", d, "如何提升信用卡的额度？", "-k", "3", "--json").stdout.splitlines()[0])["hits"]
+    assert hits[0]["id"] == "bank-028"

@@ -37,6 +37,7 @@ class BuildSpec:
     metric: str = "cosine"
     ef_search: int | None = None
     nprobe: int | None = None
+    rescore: int | None = None
     chunk_size: int = 4096
     fit_sample: int = 50000
     overwrite: bool = False
@@ -50,7 +51,8 @@ class BuildSpec:
         return self.index_type == "milvus" or self.index_type.startswith("milvus:")
 
     def index_params(self) -> dict:
-        return {k: v for k, v in (("efSearch", self.ef_search), ("nprobe", self.nprobe)) if v is not None}
+        return {k: v for k, v in (("efSearch", self.ef_search), ("nprobe", self.nprobe), ("rescore", self.rescore))
+                if v is not None}
 
     def build_kwargs(self, index_params: dict) -> dict:
         """Keywords of ``EmbedIndex.build`` (and of the Ray build, which forwards them)."""
@@ -73,6 +75,8 @@ build_options = grouped(
     click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True),
     click.option("--ef-search", type=click.IntRange(min=1), default=None, help="hnsw: efSearch (default tuned)."),
     click.option("--nprobe", type=click.IntRange(min=1), default=None, help="ivf-*: nprobe (default tuned)."),
+    click.option("--rescore", type=click.IntRange(min=1), default=None,
+                 help="binary*: Hamming shortlist of k x RESCORE rescored exactly (default 10; larger for 1M+)."),
     click.option("--chunk-size", type=click.IntRange(min=1), default=4096, show_default=True,
                  help="Documents encoded and added per streaming step (bounds memory)."),
     click.option("--fit-sample", type=click.IntRange(min=2), default=50000, show_default=True,
