@@ -55,7 +55,7 @@ class FaissStore:
         for s in segments:
             for iid, doc in zip(s.iids.tolist(), s.docs):
                 self._seg_docs[iid] = doc
-        dead = set(self.deleted.tolist())
+        dead = self._dead = set(self.deleted.tolist())  # every deleted internal id, built once per snapshot
         for iid in list(self._seg_docs):
             if iid in dead:
                 del self._seg_docs[iid]
@@ -138,14 +138,14 @@ class FaissStore:
         ids = list(ids)
         out = {i for i in ids if i in self._seg_ids}
         found = self.docs.iids_for([i for i in ids if i not in out])
-        dead = set(self._base_deleted.tolist())
+        dead = self._dead
         out.update(i for i, iid in found.items() if iid not in dead)
         return out
 
     def iids_for(self, ids) -> dict[str, int]:
         ids = list(ids)
         out = {i: self._seg_ids[i] for i in ids if i in self._seg_ids}
-        dead = set(self._base_deleted.tolist())
+        dead = self._dead
         for i, iid in self.docs.iids_for([i for i in ids if i not in out]).items():
             if iid not in dead:
                 out[i] = iid
@@ -156,7 +156,7 @@ class FaissStore:
         if iid is not None:
             return self._seg_docs[iid]
         iid = self.docs.id_iid(doc_id)
-        if iid is None or iid in set(self._base_deleted.tolist()):
+        if iid is None or iid in self._dead:
             return None
         return self.docs.fetch([iid])[iid]
 
@@ -207,7 +207,7 @@ class FaissStore:
 
     def iterate(self, *, with_vectors: bool = False, batch: int = 1000):  # noqa: C901
         """Batches of ``(iid, id, text, metadata, vector-or-None)`` over live documents."""
-        dead = set(self._base_deleted.tolist())
+        dead = self._dead
         recon = self.be.reconstructor() if with_vectors else None
         rows = []
         for iid, did, text, meta in self.docs.iter_all(batch):
@@ -333,7 +333,7 @@ class FaissStore:
                 if iid in all_iids:
                     problems.append(f"{path}: internal id {iid} is used twice")
                 all_iids.add(iid)
-                if doc[0] in seen and seen[doc[0]] not in set(self.deleted.tolist()):
+                if doc[0] in seen and seen[doc[0]] not in self._dead:
                     problems.append(f"{path}: id {doc[0]!r} is already in the index")
                 seen[doc[0]] = iid
             if s.first_iid < 0:
