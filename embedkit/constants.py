@@ -4,8 +4,13 @@ Imports nothing, so ``embedkit --help`` can build its option lists without loadi
 
 POOLINGS = ("model", "cls", "pooler", "last-avg", "first-last-avg")
 # encoder runtimes (--backend); their classes are in embedkit.runtimes (a lazy name -> "module:Class" map)
-RUNTIMES = ("torch", "onnx", "onnx-int8", "onnx-int8-static", "openvino", "openvino-int8")
+RUNTIMES = ("torch", "onnx", "onnx-int8", "onnx-int8-static", "openvino", "openvino-int8", "torch-bf16",
+            "openvino-bf16")
 DEFAULT_RUNTIME = "torch"
+# "auto": torch-bf16 where the hardware computes bf16 natively (AMX / AVX512-BF16 CPUs, CUDA), else torch
+AUTO_RUNTIME = "auto"
+RUNTIME_CHOICES = (*RUNTIMES, AUTO_RUNTIME)  # what --backend accepts
+SERVE_DEFAULT_RUNTIME = AUTO_RUNTIME  # embedkit serve: the fastest runtime within 0.5 Spearman points here
 # FAISS presets (a factory string is accepted too); int8 = SQ8 codes, binary = Hamming codes + exact rescoring
 BINARY_INDEX_TYPES = ("binary", "binary-hnsw")
 INDEX_TYPES = ("flat", "hnsw", "ivf-flat", "ivf-pq", "int8", "hnsw-int8", *BINARY_INDEX_TYPES)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .models import resolve_model
+from .constants import AUTO_RUNTIME
 from .runtimes import DEFAULT_RUNTIME, make_runtime
 from .runtimes.pooling import (
     POOLINGS,
@@ -101,10 +102,15 @@ class Encoder:
                 self._dim = int(self.st[0].auto_model.config.hidden_size)
         return self._dim
 
+    @property
+    def runtime_name(self) -> str:
+        """The runtime that runs: ``backend``, or for ``backend="auto"`` the one chosen for this machine."""
+        return self.runtime.name if self.backend == AUTO_RUNTIME else self.backend
+
     def describe(self) -> dict:
         """What determines the vectors (used in index manifests and evaluation cache keys)."""
         return {"model": self.model_name, "pooling": self.pooling, "max_length": self.max_length,
-                "backend": self.backend, "dim": self.dim}
+                "backend": self.runtime_name, "dim": self.dim}
 
     # -- encoding -----------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> dict:

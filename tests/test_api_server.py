@@ -33,7 +33,10 @@ def index_dir(tmp_path_factory, m3e_encoder):
 
 @pytest.fixture(scope="module")
 def server(index_dir, tmp_path_factory):
-    srv = Server(index_dir, tmp_path_factory.mktemp("api-log") / "server.log", "--max-texts", str(MAX_TEXTS),
+    # --backend torch: these tests pin the server's vectors to the library's fp32 torch vectors (1e-4);
+    # the default ("auto") is tested against the same oracle in test_serve_default_runtime.
+    srv = Server(index_dir, tmp_path_factory.mktemp("api-log") / "server.log", "--backend", "torch",
+                 "--max-texts", str(MAX_TEXTS),
                  "--max-chars", str(MAX_CHARS), "--max-body-bytes", str(MAX_BODY), "--max-top-k", str(MAX_TOP_K))
     try:
         yield srv.wait_ready()
@@ -70,6 +73,7 @@ def test_health_info_and_page(client, index_dir):
     assert info["served_model_name"] == "m3e-small" and info["pooling"] == "model" and info["reducer"] == "none"
     assert info["index_type"] and info["count"] == h.json()["count"] == len(demo_docs(every=6))
     assert info["settings"]["max_texts"] == MAX_TEXTS and info["settings"]["auth"] is False
+    assert info["backend"] == info["settings"]["backend"] == "torch"
     assert "api_key" not in info["settings"]
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -81,6 +85,23 @@ def test_health_info_and_page(client, index_dir):
         assert path in spec["paths"], path
     # the limits in force are part of the published schema
     assert f'"maxItems": {MAX_TEXTS}' in json.dumps(spec)
+
+
+def test_serve_default_runtime(index_dir, m3e_encoder, tmp_path):
+    """With no --backend the server runs "auto": torch-bf16 on a CPU with native bf16, else torch. It says
+    which in /info, and its vectors stay within bf16 rounding of the library's fp32 vectors."""
+    from embedkit.runtimes.hardware import resolve_auto
+
+    texts = ["花呗怎么还款", "信用卡额度太低能调高吗", "今天天气很好", "我想查一下我的借款记录"]
+    srv = Server(index_dir, tmp_path / "server.log").wait_ready()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            assert c.get("/info").json()["backend"] == resolve_auto("cpu")
+            got = np.array([d["embedding"] for d in c.post("/v1/embeddings", json={"input": texts}).json()["data"]])
+    finally:
+        srv.stop()
+    cos = (got * m3e_encoder.encode(texts)).sum(1)
+    assert cos.min() > 0.9995, cos
 
 
 def test_search_single_query(client):

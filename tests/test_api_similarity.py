@@ -26,7 +26,8 @@ def full_index(tmp_path_factory, m3e_encoder):
 
 @pytest.fixture(scope="module")
 def client(full_index, tmp_path_factory):
-    srv = Server(full_index[0], tmp_path_factory.mktemp("sim-log") / "server.log").wait_ready()
+    # fp32 torch: scores are compared with the library's to 1e-5
+    srv = Server(full_index[0], tmp_path_factory.mktemp("sim-log") / "server.log", "--backend", "torch").wait_ready()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as c:
             yield c

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import CORPUS_FORMATS, DEFAULT_RUNTIME, ENGINES, POOLINGS, RUNTIMES
+from ..constants import CORPUS_FORMATS, DEFAULT_RUNTIME, ENGINES, POOLINGS, RUNTIME_CHOICES
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def grouped(spec_cls, name: str, *options):
 
 
 def backend_option(**kwargs):
-    return click.option("--backend", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, **kwargs)
+    return click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default=DEFAULT_RUNTIME, **kwargs)
 
 
 corpus_options = grouped(

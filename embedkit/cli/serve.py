@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import DEFAULT_RUNTIME, RUNTIMES
+from ..constants import RUNTIME_CHOICES, SERVE_DEFAULT_RUNTIME
 
 SERVICE = "embedkit.server"  # the service package (its modules settings and app; its logger): the one place it is named
 
@@ -42,7 +42,8 @@ def _service(module: str):
               help="OpenMP threads per FAISS search (concurrent requests search in parallel anyway).")
 @click.option("--worker-threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads for searches and index writes (the encoder has its own).")
-@click.option("--backend", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
+@click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default=SERVE_DEFAULT_RUNTIME, show_default=True,
+              help="Encoder runtime; auto = torch-bf16 where the CPU/GPU computes bf16 natively, else torch.")
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")

@@ -8,12 +8,17 @@ Importing this package imports nothing heavy (no torch, onnxruntime or openvino)
 name                    what runs
 ======================  ==========================================================================
 ``torch``               the sentence-transformers model in PyTorch (default)
+``torch-bf16``          the same model under bf16 autocast (fast on AMX / AVX512-BF16 CPUs)
 ``onnx``                the transformer exported to ONNX (fp32, fused), ONNX Runtime
 ``onnx-int8``           the same graph, dynamic int8 quantisation (weights int8, activations at run time)
 ``onnx-int8-static``    static int8 (QDQ) with activation ranges calibrated on real Chinese sentences
 ``openvino``            the fp32 ONNX graph compiled by OpenVINO (CPU)
+``openvino-bf16``       the same, with OpenVINO's inference precision at bf16
 ``openvino-int8``       the static int8 (QDQ) graph compiled by OpenVINO (CPU)
 ======================  ==========================================================================
+
+``"auto"`` is not a runtime but a choice made when the encoder is built: ``torch-bf16`` where the
+hardware computes bf16 natively, else ``torch`` (:func:`embedkit.runtimes.hardware.resolve_auto`).
 
 A runtime outside embedkit is used by passing ``backend="package.module:Class"`` to the Encoder; the
 registry itself is read-only (no self-registration at import).
@@ -24,7 +29,7 @@ from __future__ import annotations
 from importlib import import_module
 from types import MappingProxyType
 
-from ..constants import DEFAULT_RUNTIME
+from ..constants import AUTO_RUNTIME, DEFAULT_RUNTIME
 from ..constants import RUNTIMES as RUNTIME_NAMES
 from ..errors import InputError
 
@@ -38,6 +43,8 @@ RUNTIMES = MappingProxyType({
     "onnx-int8-static": "embedkit.runtimes.onnx_runtime:OnnxInt8StaticRuntime",
     "openvino": "embedkit.runtimes.openvino_runtime:OpenVINORuntime",
     "openvino-int8": "embedkit.runtimes.openvino_runtime:OpenVINOInt8Runtime",
+    "torch-bf16": "embedkit.runtimes.torch_runtime:TorchBF16Runtime",
+    "openvino-bf16": "embedkit.runtimes.openvino_runtime:OpenVINOBF16Runtime",
 })
 
 
@@ -49,7 +56,7 @@ def runtime_class(name: str):
     target = RUNTIMES.get(name)
     if target is None:
         if ":" not in name:
-            raise InputError(f"backend {name!r} is not one of {', '.join(RUNTIMES)} "
+            raise InputError(f"backend {name!r} is not one of {', '.join(RUNTIMES)}, {AUTO_RUNTIME} "
                              "(or a 'package.module:Class' string)")
         target = name
     module, _, attr = target.partition(":")
@@ -63,5 +70,10 @@ def runtime_class(name: str):
 
 
 def make_runtime(name: str, encoder):
-    """Build runtime ``name`` for ``encoder`` (an :class:`embedkit.encoder.Encoder`)."""
+    """Build runtime ``name`` for ``encoder`` (an :class:`embedkit.encoder.Encoder`); ``"auto"`` builds
+    the one :func:`embedkit.runtimes.hardware.resolve_auto` picks for ``encoder.device``."""
+    if name == AUTO_RUNTIME:
+        from .hardware import resolve_auto
+
+        name = resolve_auto(encoder.device)
     return runtime_class(name)(encoder)

@@ -1,6 +1,7 @@
 """OpenVINO runtimes (CPU): the exported ONNX graph compiled by OpenVINO.
 
 * ``openvino``       the unfused fp32 graph (OpenVINO applies its own fusions);
+* ``openvino-bf16``  the same graph with OpenVINO's inference precision at bf16 (AMX / AVX512-BF16);
 * ``openvino-int8``  the static int8 QDQ graph (:mod:`.calibration`), run with OpenVINO's int8 kernels.
 
 Threads: ``INFERENCE_NUM_THREADS`` of this compiled model only; latency hint (one request at a time,
@@ -28,6 +29,7 @@ def _require_openvino():
 class OpenVINORuntime(GraphRuntime):
     name = "openvino"
     variant = "plain"
+    precision = "f32"  # INFERENCE_PRECISION_HINT
 
     def __init__(self, encoder):
         super().__init__(encoder)
@@ -36,7 +38,7 @@ class OpenVINORuntime(GraphRuntime):
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", {
             "INFERENCE_NUM_THREADS": self.default_threads(), "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32"})
+            "INFERENCE_PRECISION_HINT": self.precision})
         self.request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
         self.input_names = [next(iter(p.get_names())) for p in self.compiled.inputs]
@@ -48,6 +50,18 @@ class OpenVINORuntime(GraphRuntime):
             res = self.request.infer(feeds)
             # copy out: the request reuses its output buffers on the next call
             return {name: res[port].copy() for name, port in self._outputs}
+
+
+    def describe(self) -> dict:
+        return {**super().describe(), "precision": self.precision}
+
+
+class OpenVINOBF16Runtime(OpenVINORuntime):
+    """fp32 weights, computed in bf16 where the CPU has native bf16 (OpenVINO's own choice of which
+    operations stay fp32); on other CPUs OpenVINO keeps fp32."""
+
+    name = "openvino-bf16"
+    precision = "bf16"
 
 
 class OpenVINOInt8Runtime(OpenVINORuntime):

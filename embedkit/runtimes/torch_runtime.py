@@ -1,13 +1,17 @@
-"""The PyTorch runtime: the sentence-transformers model itself (the default)."""
+"""The PyTorch runtimes: the sentence-transformers model itself (``torch``, the default) and the same
+model under bf16 autocast (``torch-bf16``: matrix products in bf16, the rest in fp32)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import logging
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
 from .base import Runtime
 from .pooling import MODEL_INPUTS, pool_hidden
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -31,6 +35,10 @@ class TorchRuntime(Runtime):
 
     name = "torch"
 
+    def precision(self):
+        """A context manager for the forward pass (full fp32 here)."""
+        return nullcontext()
+
     def tokenize(self, texts):
         from sentence_transformers.util import batch_to_device
 
@@ -40,7 +48,7 @@ class TorchRuntime(Runtime):
         import torch
 
         enc = self.encoder
-        with torch_threads(enc.threads), torch.inference_mode():
+        with torch_threads(enc.threads), torch.inference_mode(), self.precision():
             if enc.pooling == "model":
                 return {"sentence_embedding": enc.st.forward(dict(features))["sentence_embedding"]}
             inputs = {k: features[k] for k in MODEL_INPUTS if k in features}
@@ -57,3 +65,28 @@ class TorchRuntime(Runtime):
                 emb = pool_hidden(self.encoder.pooling, outputs["hidden_states"], features["attention_mask"],
                                   outputs["pooler_output"])
             return emb.float().cpu().numpy()
+
+
+class TorchBF16Runtime(TorchRuntime):
+    """The torch model under ``torch.autocast(bfloat16)``: linear layers and matrix products run in bf16
+    (AMX / AVX512-BF16 on CPUs that have them), softmax, layer norm and pooling stay fp32. Weights are
+    not converted. On hardware without native bf16 it still works, only slower than ``torch``."""
+
+    name = "torch-bf16"
+
+    def __init__(self, encoder):
+        super().__init__(encoder)
+        from .hardware import torch_native_bf16
+
+        self._device_type = "cuda" if str(encoder.device).startswith("cuda") else "cpu"
+        if not torch_native_bf16(encoder.device):
+            log.warning("backend torch-bf16: device %r has no native bf16; it will be slower than 'torch'",
+                        encoder.device)
+
+    def precision(self):
+        import torch
+
+        return torch.autocast(self._device_type, dtype=torch.bfloat16)
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "precision": "bf16-autocast"}

@@ -275,7 +275,7 @@ class Service:
         from embedkit import __version__
 
         return {"model": str(enc["model"]), "served_model_name": self.model_name, "pooling": enc["pooling"],
-                "max_length": enc["max_length"], "backend": self.settings.backend, "reducer": m["reducer"]["spec"],
+                "max_length": enc["max_length"], "backend": self.index.encoder.runtime_name, "reducer": m["reducer"]["spec"],
                 "dim": int(m["dim"]), "encoder_dim": int(enc["dim"]), "metric": m["metric"],
                 "index_type": m["index"].get("factory", str(m["index"])), "count": int(m["count"]),
                 "generation": idx.generation.name, "embedkit_version": __version__,
