@@ -34,6 +34,10 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402 - scripts/loadgen.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -185,32 +189,11 @@ def start_servers(args, tmp: Path) -> dict[str, ServerProc]:
 # ------------------------------------------------------------------------------------------------
 async def closed_loop(url: str, clients: int, per_request: int, seconds: float, texts: list[str],
                       timeout: float, seed: int) -> dict:
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-
-        async def worker(w: int):
-            rng = random.Random(seed * 1000 + w)
-            while time.perf_counter() < deadline:
-                body = {"input": rng.sample(texts, per_request), "model": "m3e-small"}
-                s = time.perf_counter()
-                try:
-                    r = await client.post("/v1/embeddings", json=body)
-                    ok = r.status_code == 200 and len(r.json()["data"]) == per_request
-                    key = str(r.status_code)
-                except httpx.HTTPError as e:
-                    ok, key = False, type(e).__name__
-                if ok:
-                    lat.append(time.perf_counter() - s)
-                else:
-                    errors[key] = errors.get(key, 0) + 1
-
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        elapsed = time.perf_counter() - t0
-    return {"latencies": lat, "errors": errors, "seconds": elapsed}
+    """``clients`` closed-loop clients, each POSTing ``per_request`` random sentences to /v1/embeddings
+    (the lean client of scripts/loadgen.py); a success is a 200 with one embedding per sentence."""
+    return await loadgen.closed_loop(
+        url, clients, seconds, lambda rng: {"input": rng.sample(texts, per_request), "model": "m3e-small"},
+        lambda body: len(orjson.loads(body)["data"]) == per_request, timeout=timeout, seed=seed)
 
 
 def summarise(phases: list[dict], per_request: int) -> dict:
@@ -248,7 +231,7 @@ print(json.dumps({"sentences": n, "seconds": time.perf_counter() - t0}))
 
 
 def server_runtime(args) -> str:
-    """The encoding runtime ``--embedkit-args`` gives the server (``--backend X``; default torch)."""
+    """The encoding runtime ``--embedkit-args`` gives the server (``--backend X``; default: serve's own)."""
     import shlex
 
     words = shlex.split(args.embedkit_args or "")
@@ -257,7 +240,9 @@ def server_runtime(args) -> str:
             return words[i + 1]
         if w.startswith("--backend="):
             return w.split("=", 1)[1]
-    return "torch"
+    from embedkit.constants import SERVE_DEFAULT_RUNTIME
+
+    return SERVE_DEFAULT_RUNTIME
 
 
 def inprocess(args, texts: list[str]) -> dict:
@@ -341,10 +326,11 @@ def main(argv=None) -> int:
                 inproc.append(ip)
                 print(f"round {rnd + 1} in-process Encoder.encode  {ip['sentences'] / ip['seconds']:7.1f} sent/s",
                       file=sys.stderr, flush=True)
-            versions = {}
+            versions, runtimes = {}, {}
             for name, srv in servers.items():
                 if name.startswith("embedkit"):
-                    versions[name] = httpx.get(srv.url + "/info", timeout=10).json()["embedkit_version"]
+                    info = httpx.get(srv.url + "/info", timeout=10).json()
+                    versions[name], runtimes[name] = info["embedkit_version"], info["backend"]
         finally:
             for s in servers.values():
                 s.stop()
@@ -362,10 +348,10 @@ def main(argv=None) -> int:
                    "texts": f"{Path(args.data).name} unique sentences ({len(texts)})",
                    "infinity": f"infinity-emb[server,torch]=={INFINITY_VERSION}, torch=={TORCH_VERSION}, "
                                "engine torch, device cpu, default batch size 32",
-                   "embedkit_args": args.embedkit_args, "versions": versions,
+                   "embedkit_args": args.embedkit_args, "versions": versions, "embedkit_runtime": runtimes,
                    "inprocess_batch": args.inprocess_batch,
-                   "note": "short phases: the 2-core machine is shared with other agents' work, so every "
-                           "figure carries noise; servers alternate phase by phase so drift hits both"},
+                   "note": "short phases on a 2-core machine that the load generator shares, so every figure "
+                           "carries noise; servers alternate phase by phase so drift hits both"},
         "inprocess": {"sentences_per_s": inproc_sps, "runtime": server_runtime(args),
                       "per_round": [round(x["sentences"] / x["seconds"], 1) for x in inproc]},
         "results": results, **ratios_and_targets(results, inproc_sps),

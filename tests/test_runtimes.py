@@ -108,20 +108,27 @@ def test_m3e_bf16_runtimes_close_to_fp32_torch(onnx_cache, m3e_encoder, backend)
     assert enc.describe()["backend"] == backend and enc.runtime.describe()["precision"] in ("bf16", "bf16-autocast")
 
 
-def test_auto_runtime_picks_by_hardware_and_records_the_choice(tiny_encoder, monkeypatch):
+def test_auto_runtime_picks_by_hardware_and_records_the_choice(tiny_encoder):
+    import openvino
     import torch
 
-    from embedkit.runtimes.hardware import resolve_auto, torch_native_bf16
+    from embedkit.runtimes.hardware import choose_auto, resolve_auto
 
+    # the decision table
+    assert choose_auto("cpu", openvino_bf16=True, torch_bf16=True) == "openvino-bf16"
+    assert choose_auto("cpu", openvino_bf16=False, torch_bf16=True) == "torch-bf16"
+    assert choose_auto("cpu", openvino_bf16=False, torch_bf16=False) == "torch"
+    assert choose_auto("cuda:0", openvino_bf16=True, torch_bf16=True) == "torch-bf16"  # OpenVINO runs on CPUs
+    assert choose_auto(None, openvino_bf16=True, torch_bf16=False) == "openvino-bf16"
+    # this machine, against the libraries' own capability reports (asked here independently)
+    ov_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    torch_bf16 = bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    want = "openvino-bf16" if ov_bf16 else ("torch-bf16" if torch_bf16 else "torch")
     enc = Encoder(str(TINY), backend="auto")
     assert enc.backend == "auto"  # the parameter is kept; the choice is the runtime's name
-    assert enc.runtime_name == resolve_auto("cpu") == ("torch-bf16" if torch_native_bf16("cpu") else "torch")
-    assert enc.describe()["backend"] == enc.runtime_name
+    assert enc.runtime_name == resolve_auto("cpu") == want
+    assert enc.describe()["backend"] == want
     np.testing.assert_allclose(enc.encode(TEXTS), tiny_encoder.encode(TEXTS), atol=2e-2)
-    # a CPU without AMX or AVX512-BF16 gets fp32 torch
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
-    assert resolve_auto("cpu") == "torch" and Encoder(str(TINY), backend="auto").runtime_name == "torch"
     with pytest.raises(InputError, match=r"backend 'fast' is not one of torch, .*openvino-bf16, auto"):
         Encoder(str(TINY), backend="fast")
 

@@ -43,7 +43,8 @@ def _service(module: str):
 @click.option("--worker-threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads for searches and index writes (the encoder has its own).")
 @click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default=SERVE_DEFAULT_RUNTIME, show_default=True,
-              help="Encoder runtime; auto = torch-bf16 where the CPU/GPU computes bf16 natively, else torch.")
+              help="Encoder runtime; auto = openvino-bf16 (or torch-bf16 without OpenVINO) where the CPU computes "
+                   "bf16 natively, else torch.")
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")

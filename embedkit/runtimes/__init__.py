@@ -17,8 +17,9 @@ name                    what runs
 ``openvino-int8``       the static int8 (QDQ) graph compiled by OpenVINO (CPU)
 ======================  ==========================================================================
 
-``"auto"`` is not a runtime but a choice made when the encoder is built: ``torch-bf16`` where the
-hardware computes bf16 natively, else ``torch`` (:func:`embedkit.runtimes.hardware.resolve_auto`).
+``"auto"`` is not a runtime but a choice made when the encoder is built: where the hardware computes
+bf16 natively ``openvino-bf16`` (CPU, OpenVINO installed) or ``torch-bf16``, else ``torch``
+(:func:`embedkit.runtimes.hardware.choose_auto`).
 
 A runtime outside embedkit is used by passing ``backend="package.module:Class"`` to the Encoder; the
 registry itself is read-only (no self-registration at import).

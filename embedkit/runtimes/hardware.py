@@ -17,11 +17,29 @@ def torch_native_bf16(device: str | None) -> bool:
     return any(bool(probe()) for probe in probes if probe is not None)
 
 
-def openvino_native_bf16(core) -> bool:
-    """Whether OpenVINO's CPU plugin lists BF16 among its optimisation capabilities."""
-    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+def openvino_native_bf16() -> bool:
+    """Whether OpenVINO (with the ONNX export it compiles from) is installed and its CPU plugin lists
+    BF16 among its optimisation capabilities."""
+    from importlib.util import find_spec
+
+    if any(find_spec(name) is None for name in ("openvino", "onnxruntime", "onnx")):
+        return False
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def choose_auto(device: str | None, *, openvino_bf16: bool, torch_bf16: bool) -> str:
+    """The decision behind ``backend="auto"``, from what the machine can do: OpenVINO in bf16 (CPU
+    only; the fastest measured, 2.2x plain sentence-transformers, same Spearman), else torch under bf16
+    autocast, else fp32 torch."""
+    on_cpu = str(device or "cpu").startswith("cpu")
+    if on_cpu and openvino_bf16:
+        return "openvino-bf16"
+    return "torch-bf16" if torch_bf16 else "torch"
 
 
 def resolve_auto(device: str | None) -> str:
-    """The runtime ``backend="auto"`` means on this machine: torch-bf16 where bf16 is native, else torch."""
-    return "torch-bf16" if torch_native_bf16(device) else "torch"
+    """The runtime ``backend="auto"`` means on this machine (see :func:`choose_auto`)."""
+    on_cpu = str(device or "cpu").startswith("cpu")
+    return choose_auto(device, openvino_bf16=on_cpu and openvino_native_bf16(), torch_bf16=torch_native_bf16(device))

@@ -45,7 +45,7 @@ class Settings:
     worker_threads: int = 4        # searches, post-processing and index writes (the encoder has its own)
     search_threads: int = 1        # OpenMP threads per FAISS search call
     # model
-    backend: str = SERVE_DEFAULT_RUNTIME  # "auto": torch-bf16 where bf16 is native, else torch
+    backend: str = SERVE_DEFAULT_RUNTIME  # "auto": bf16 (OpenVINO or torch) where native, else torch
     device: str | None = None
     model_name: str | None = None  # the name /v1/embeddings reports (default: the model dir's name)
     log_level: str = "info"
