@@ -34,7 +34,7 @@ BASE = "sentence-transformers"
 SPEED_TASKS = ("LCQMC", "BQ", "ATEC", "STS-B")
 TARGET_RATIO = 2.0
 TARGET_SPEARMAN_DELTA = 0.5
-SHARED_MACHINE_NOTE = ("2 logical cores shared with ~5 other agents' jobs: absolute sentences/s vary with their "
+SHARED_MACHINE_NOTE = ("2 logical cores that other jobs may share: absolute sentences/s vary with their "
                        "load; ratios compare sides interleaved chunk by chunk within this one run")
 
 

@@ -3,8 +3,8 @@
 
 Both servers stay up on 127.0.0.1; for every load (clients x sentences per request) the servers take
 turns phase by phase, round after round, so machine drift hits both alike. Each phase is a fixed time
-of closed-loop clients (each sends its next request when the previous one answers) calling the
-OpenAI-shaped ``/v1/embeddings`` with LCQMC sentences. Every round also measures in-process
+of closed-loop clients (each sends its next request when the previous one answers; the lean client of
+``scripts/loadgen.py``) calling the OpenAI-shaped ``/v1/embeddings`` with LCQMC sentences. Every round also measures in-process
 ``Encoder.encode`` throughput (the engine alone, in a subprocess while the servers idle). It reports
 req/s, sentences/s, p50/p99, errors, the ratios against the targets, and writes JSON (default
 scripts/benchmarks/serve.json; ``scripts/perf_table.py`` renders it into the README).
@@ -350,6 +350,7 @@ def main(argv=None) -> int:
                                "engine torch, device cpu, default batch size 32",
                    "embedkit_args": args.embedkit_args, "versions": versions, "embedkit_runtime": runtimes,
                    "inprocess_batch": args.inprocess_batch,
+                   "client": "scripts/loadgen.py (one keep-alive asyncio connection per client, no client library)",
                    "note": "short phases on a 2-core machine that the load generator shares, so every figure "
                            "carries noise; servers alternate phase by phase so drift hits both"},
         "inprocess": {"sentences_per_s": inproc_sps, "runtime": server_runtime(args),

@@ -39,7 +39,7 @@ def _ram_gib() -> float | None:
 
 
 def _cpu_flags() -> list[str]:
-    want = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    want = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:

@@ -76,6 +76,8 @@ RUNTIME_NOTE = {
     "onnx-int8-static": "ONNX Runtime, static int8 (calibrated QDQ)",
     "openvino": "OpenVINO, fp32",
     "openvino-int8": "OpenVINO, static int8 (calibrated QDQ)",
+    "torch-bf16": "PyTorch under bf16 autocast, Linear weights in bf16 (AMX)",
+    "openvino-bf16": "OpenVINO, bf16 inference precision (AMX); what `auto` picks here",
 }
 
 
@@ -247,13 +249,16 @@ def render_serve(res: dict) -> list[str]:
         rows.append(row)
     ip = res.get("inprocess", {})
     extra = c.get("embedkit_args") or ""
-    title = "### Service: embedkit serve vs infinity-emb, /v1/embeddings" + (f" (`embedkit serve {extra}`)"
-                                                                              if extra else "")
+    others = [n for n in names if n != "embedkit"]
+    title = ("### Service: embedkit serve" + (f" vs {', '.join(others)}" if others else "") + ", /v1/embeddings"
+             + (f" (`embedkit serve {extra}`)" if extra else ""))
     lines = [title, "",
              f"Closed-loop clients on 127.0.0.1 sending LCQMC sentences, {c.get('rounds', '?')} rounds × "
              f"{c.get('duration_s', '?')} s per phase, servers alternating phase by phase; {c.get('infinity', '')}. "
              f"In-process `Encoder.encode` (batch {c.get('inprocess_batch', '?')}, runtime "
-             f"{ip.get('runtime', 'torch')}) in the same run: {_num(ip.get('sentences_per_s'))} sentences/s.", "",
+             f"{ip.get('runtime', 'torch')}) in the same run: {_num(ip.get('sentences_per_s'))} sentences/s."
+             + "".join(f" {n} ran runtime `{rt}`." for n, rt in (c.get("embedkit_runtime") or {}).items())
+             + (f" Load generator: {c['client']}." if c.get("client") else ""), "",
              *_table(head, rows, "l" + "r" * (len(head) - 1)), ""]
     for name, tgt in res.get("targets", {}).items():
         lines.append(f"- {name.replace('_', ' ')}: {tgt['target']} → {tgt['value']} "
