@@ -73,7 +73,7 @@ def _encode_ray(input: Path, output: Path, *, index_dir: Path | None, normalize:
     """``embedkit encode --engine ray``: OUTPUT is a new directory of Parquet shards."""
     from ..ray_encode import encode_to_parquet
 
-    if encoder.runtime_name != "torch":
+    if encoder.backend != "torch":
         raise click.BadParameter("--engine ray encodes with the torch backend", param_hint="--backend")
     summary = encode_to_parquet(input, output, **corpus_spec.kwargs(), model=encoder.model, pooling=encoder.pooling,
                                 max_length=encoder.max_length, batch_size=encoder.batch_size, index_dir=index_dir,
