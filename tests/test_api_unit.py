@@ -415,3 +415,20 @@ def test_lifespan_reports_an_unloadable_index_in_one_line(tiny_app_index, tmp_pa
     msg = app.state.startup_error
     assert msg.startswith(f"cannot serve index {str(bad)!r}: FAISS file") and "corrupt" in msg
     assert app.state.service is None
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_loaded_model_objects_are_frozen_out_of_the_collector_while_serving(tiny_app_index, freeze):
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from embedkit.server import create_app
+
+    assert gc.get_freeze_count() == 0
+    app = create_app(Settings(tiny_app_index.directory, freeze_gc=freeze), index=tiny_app_index)
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        assert (gc.get_freeze_count() > 0) is freeze
+        assert c.get("/info").json()["settings"]["freeze_gc"] is freeze
+    assert gc.get_freeze_count() == 0  # unfrozen at shutdown

@@ -54,6 +54,8 @@ def _service(module: str):
                    "(POST/DELETE /documents answer 403).")
 @click.option("--encoder-threads", type=click.IntRange(min=1), default=None,
               help="Torch threads per process (default: torch's own; with --workers N: cores / N).")
+@click.option("--freeze-gc/--no-freeze-gc", default=True, show_default=True,
+              help="gc.freeze() the loaded model's objects, so garbage collections do not pause requests.")
 @click.option("--max-batch-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
               help="Most estimated tokens (characters + 2 per text) in one encoder call.")
 def serve(index_dir: Path, access_log: bool, **options):

@@ -44,6 +44,7 @@ class Settings:
     encoder_threads: int | None = None  # torch threads in this process (None: torch's default)
     worker_threads: int = 4        # searches, post-processing and index writes (the encoder has its own)
     search_threads: int = 1        # OpenMP threads per FAISS search call
+    freeze_gc: bool = True         # gc.freeze() the loaded model's objects (the serving process's choice)
     # model
     backend: str = SERVE_DEFAULT_RUNTIME  # "auto": bf16 (OpenVINO or torch) where native, else torch
     device: str | None = None
