@@ -31,8 +31,8 @@ def openvino_native_bf16() -> bool:
 
 def choose_auto(device: str | None, *, openvino_bf16: bool, torch_bf16: bool) -> str:
     """The decision behind ``backend="auto"``, from what the machine can do: OpenVINO in bf16 (CPU
-    only; the fastest measured, 2.2x plain sentence-transformers, same Spearman), else torch under bf16
-    autocast, else fp32 torch."""
+    only; the fastest runtime of the README's encoding table with unchanged Spearman), else torch under
+    bf16 autocast, else fp32 torch."""
     on_cpu = str(device or "cpu").startswith("cpu")
     if on_cpu and openvino_bf16:
         return "openvino-bf16"
