@@ -204,3 +204,20 @@ def test_local_model_loads_without_offline_env_and_sets_none(tmp_path):
                        check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "OK (1, 128) None None" in r.stdout
+
+
+def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatch, caplog):
+    from embedkit.runtimes import hardware, openvino_runtime
+
+    def fail(self, encoder):
+        raise RuntimeError("cannot export this graph")
+
+    monkeypatch.setattr(hardware, "resolve_auto", lambda device: "openvino-bf16")
+    monkeypatch.setattr(openvino_runtime.OpenVINOBF16Runtime, "__init__", fail)
+    with caplog.at_level("WARNING", logger="embedkit.runtimes"):
+        enc = Encoder(str(TINY), backend="auto")
+    want = "torch-bf16" if hardware.torch_native_bf16("cpu") else "torch"
+    assert enc.runtime_name == want and enc.describe()["backend"] == want
+    assert "openvino-bf16 is unavailable" in caplog.text and "cannot export this graph" in caplog.text
+    with pytest.raises(RuntimeError, match="cannot export"):  # asked for by name, it fails loudly
+        Encoder(str(TINY), backend="openvino-bf16")

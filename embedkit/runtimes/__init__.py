@@ -27,12 +27,15 @@ registry itself is read-only (no self-registration at import).
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from types import MappingProxyType
 
 from ..constants import AUTO_RUNTIME, DEFAULT_RUNTIME
 from ..constants import RUNTIMES as RUNTIME_NAMES
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "RUNTIME_NAMES", "make_runtime", "runtime_class"]
 
@@ -72,9 +75,20 @@ def runtime_class(name: str):
 
 def make_runtime(name: str, encoder):
     """Build runtime ``name`` for ``encoder`` (an :class:`embedkit.encoder.Encoder`); ``"auto"`` builds
-    the one :func:`embedkit.runtimes.hardware.resolve_auto` picks for ``encoder.device``."""
-    if name == AUTO_RUNTIME:
-        from .hardware import resolve_auto
+    the one :func:`embedkit.runtimes.hardware.resolve_auto` picks for ``encoder.device``. Should that
+    be ``openvino-bf16`` and the model's graph cannot be exported or compiled, ``auto`` says why (a
+    warning) and takes the torch runtime it would have picked without OpenVINO."""
+    if name != AUTO_RUNTIME:
+        return runtime_class(name)(encoder)
+    from .hardware import choose_auto, resolve_auto, torch_native_bf16
 
-        name = resolve_auto(encoder.device)
-    return runtime_class(name)(encoder)
+    name = resolve_auto(encoder.device)
+    try:
+        return runtime_class(name)(encoder)
+    except Exception as e:
+        if name != "openvino-bf16":
+            raise
+        fallback = choose_auto(encoder.device, openvino_bf16=False, torch_bf16=torch_native_bf16(encoder.device))
+        log.warning("backend auto: %s is unavailable for %s (%s: %s); using %s", name, encoder.model_name,
+                    type(e).__name__, e, fallback)
+        return runtime_class(fallback)(encoder)
