@@ -15,6 +15,7 @@ dependency. Only 127.0.0.1 is contacted; everything stops by itself.
 
     flock /tmp/embedkit-bench.lock nice python scripts/bench_serve.py             # ~4 minutes, 2 rounds x 8 s
     python scripts/bench_serve.py --servers embedkit,embedkit-nobatch --loads 16x1 # batching on vs off
+    python scripts/bench_serve.py --servers embedkit --embedkit-args=--no-freeze-gc  # one option ('=': it starts with -)
 """
 
 from __future__ import annotations
