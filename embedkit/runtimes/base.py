@@ -22,6 +22,17 @@ def st_tokenize(st, texts: list[str]) -> dict[str, Any]:
     return prep(texts)
 
 
+def require_extra(module: str, backend: str, library: str, extra: str):
+    """Import ``module`` for ``backend``, or raise InputError naming the extra that installs ``library``."""
+    from ..errors import InputError
+
+    try:
+        return __import__(module)  # a top-level package name
+    except ImportError as e:
+        raise InputError(f"backend {backend!r} needs {library}, which is not installed: "
+                         f"pip install 'embedkit[{extra}]'") from e
+
+
 @runtime_checkable
 class RuntimeProtocol(Protocol):
     """What :class:`embedkit.encoder.Encoder` needs from a runtime."""

@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import InputError
 from ..fsutil import atomic_path, atomic_write_json
 from ..provenance import model_fingerprint
-from .base import st_tokenize
+from .base import require_extra, st_tokenize
 from .pooling import MODEL_INPUTS
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,8 @@ RECIPES = {
     "plain": "unfused",
     "int8-static": None,  # set from embedkit.runtimes.calibration.STATIC_RECIPE when used
 }
-INSTALL_HINT = "pip install 'embedkit[onnx]'"
-
-
 def _require_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise InputError(f"backend 'onnx' needs ONNX Runtime, which is not installed: {INSTALL_HINT}") from e
-    return onnxruntime
+    return require_extra("onnxruntime", "onnx", "ONNX Runtime", "onnx")
 
 
 def _outputs_for(pooling: str) -> tuple[str, ...]:
@@ -257,7 +250,7 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as e:
-        raise InputError(f"backend 'onnx-int8' needs onnxruntime and onnx: {INSTALL_HINT}") from e
+        raise InputError("backend 'onnx-int8' needs onnxruntime and onnx: pip install 'embedkit[onnx]'") from e
     t0 = time.perf_counter()
     # Signed int8 weights, per output channel, with reduce_range: on AVX2 CPUs without VNNI the
     # u8*s8 kernels can saturate at full 8-bit range (cosine to fp32 fell to ~0.6 without it).

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import threading
 
-from ..errors import InputError
+from .base import require_extra
 from .graph import GraphRuntime
 from .onnx_export import ensure_model
 
-INSTALL_HINT = "pip install 'embedkit[openvino]'"
-
 
 def _require_openvino():
-    try:
-        import openvino
-    except ImportError as e:
-        raise InputError(f"backend 'openvino' needs OpenVINO, which is not installed: {INSTALL_HINT}") from e
-    return openvino
+    return require_extra("openvino", "openvino", "OpenVINO", "openvino")
 
 
 class OpenVINORuntime(GraphRuntime):

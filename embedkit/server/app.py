@@ -64,8 +64,8 @@ def create_app(settings: Settings, *, index=None) -> FastAPI:
         frozen = settings.freeze_gc
         if frozen:
             # The loaded model's objects (hundreds of thousands, from torch, transformers, OpenVINO) leave
-            # the collector's view: full collections over them were the 400+ ms p99 of 32 single-text
-            # clients (measured 413-467 ms -> 108-109 ms).
+            # the collector's view: full collections over them were the p99 tail of many single-text
+            # clients (scripts/benchmarks/serve_no_freeze_gc.json against serve.json, 32x1).
             gc.collect()
             gc.freeze()
         service = Service(idx, settings, metrics)
