@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import AUTO_RUNTIME
 from .errors import InputError
 from .models import resolve_model
-from .constants import AUTO_RUNTIME
 from .runtimes import DEFAULT_RUNTIME, make_runtime
 from .runtimes.pooling import (
     POOLINGS,

@@ -8,10 +8,9 @@ def torch_native_bf16(device: str | None) -> bool:
     support, or a CPU with AMX tiles or AVX512-BF16 (where oneDNN's bf16 kernels beat fp32)."""
     import torch
 
-    dev = str(device or "cpu")
-    if dev.startswith("cuda"):
+    if str(device).startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if not dev.startswith("cpu"):
+    if not _on_cpu(device):
         return False
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(bool(probe()) for probe in probes if probe is not None)
@@ -33,13 +32,16 @@ def choose_auto(device: str | None, *, openvino_bf16: bool, torch_bf16: bool) ->
     """The decision behind ``backend="auto"``, from what the machine can do: OpenVINO in bf16 (CPU
     only; the fastest runtime of the README's encoding table with unchanged Spearman), else torch under
     bf16 autocast, else fp32 torch."""
-    on_cpu = str(device or "cpu").startswith("cpu")
-    if on_cpu and openvino_bf16:
+    if _on_cpu(device) and openvino_bf16:
         return "openvino-bf16"
     return "torch-bf16" if torch_bf16 else "torch"
 
 
 def resolve_auto(device: str | None) -> str:
     """The runtime ``backend="auto"`` means on this machine (see :func:`choose_auto`)."""
-    on_cpu = str(device or "cpu").startswith("cpu")
-    return choose_auto(device, openvino_bf16=on_cpu and openvino_native_bf16(), torch_bf16=torch_native_bf16(device))
+    return choose_auto(device, openvino_bf16=_on_cpu(device) and openvino_native_bf16(),
+                       torch_bf16=torch_native_bf16(device))
+
+
+def _on_cpu(device: str | None) -> bool:
+    return str(device or "cpu").startswith("cpu")

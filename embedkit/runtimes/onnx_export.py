@@ -56,6 +56,8 @@ RECIPES = {
     "plain": "unfused",
     "int8-static": None,  # set from embedkit.runtimes.calibration.STATIC_RECIPE when used
 }
+
+
 def _require_onnxruntime():
     return require_extra("onnxruntime", "onnx", "ONNX Runtime", "onnx")
 

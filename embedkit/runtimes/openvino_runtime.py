@@ -45,7 +45,6 @@ class OpenVINORuntime(GraphRuntime):
             # copy out: the request reuses its output buffers on the next call
             return {name: res[port].copy() for name, port in self._outputs}
 
-
     def describe(self) -> dict:
         return {**super().describe(), "precision": self.precision}
 

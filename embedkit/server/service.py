@@ -70,14 +70,15 @@ class QueryPathAdapter:
         qp = self._qp
         return qp.reducer if qp is not None else self.index.reducer
 
-    def encode_raw(self, texts: list[str], batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def encode_raw(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Raw encoder rows and the tokens the model read for each text, from the encoder's own
-        tokenisation on the encoder thread (per text, so merged requests are counted apart)."""
+        tokenisation on the encoder thread (per text, so merged requests are counted apart). The texts
+        run as length-sorted passes of the encoder's own batch size."""
         qp = self._qp
         if qp is not None:
-            raw, tokens = qp.encode_raw_with_usage(texts, batch_size=batch_size, show_progress_bar=False)
+            raw, tokens = qp.encode_raw_with_usage(texts, show_progress_bar=False)
         else:
-            raw = self.index.encoder.encode(texts, normalize=False, batch_size=batch_size, show_progress_bar=False)
+            raw = self.index.encoder.encode(texts, normalize=False, show_progress_bar=False)
             tokens = None
         if tokens is None:  # an encoder without usage reporting: count with its tokenizer, on this thread
             tokens = np.asarray(self.encoder.tokenize(list(texts))["attention_mask"]).sum(axis=1)
@@ -132,7 +133,7 @@ class Service:
 
         A merged batch (up to ``max_batch`` texts) runs as length-sorted forward passes of the encoder's
         own batch size, not one pass padded to its longest text."""
-        return self.path.encode_raw(texts, None)
+        return self.path.encode_raw(texts)
 
     def finish(self, raw: np.ndarray, *, reduce: bool = True, normalize: bool | None = None) -> np.ndarray:
         """Raw encoder rows -> served vectors. Defaults give the index's query path (what search uses)."""
@@ -278,7 +279,8 @@ class Service:
         from embedkit import __version__
 
         return {"model": str(enc["model"]), "served_model_name": self.model_name, "pooling": enc["pooling"],
-                "max_length": enc["max_length"], "backend": self.index.encoder.runtime_name, "reducer": m["reducer"]["spec"],
+                "max_length": enc["max_length"], "backend": self.path.encoder.runtime_name,
+                "reducer": m["reducer"]["spec"],
                 "dim": int(m["dim"]), "encoder_dim": int(enc["dim"]), "metric": m["metric"],
                 "index_type": m["index"].get("factory", str(m["index"])), "count": int(m["count"]),
                 "generation": idx.generation.name, "embedkit_version": __version__,
