@@ -29,3 +29,5 @@ INDEX_HELP = (f"{' | '.join(INDEX_TYPES)} (int8: 1 byte per dimension, FAISS SQ8
               "in RAM, the top k x 10 rescored exactly from vectors memory-mapped on disk), "
               "or a FAISS factory string (e.g. 'IVF256,PQ32'); "
               f"milvus[:{'|'.join(MILVUS_INDEX_TYPES)}] for a Milvus collection (see --milvus-uri).")
+SPLIT_MODES = ("passages", "truncate")  # how a document longer than the window is read (--split)
+RESULT_UNITS = ("documents", "passages")  # what a search returns (--unit)

@@ -38,7 +38,8 @@ class QueryPath:
     ``encoder_config`` (``model``, ``pooling``, ``max_length``) plus ``runtime``/``device``."""
 
     def __init__(self, encoder, reducer: Reducer, metric: str, *, encoder_config: dict | None = None,
-                 normalizer=None, calibration=None, runtime: str = "torch", device: str | None = None):
+                 normalizer=None, calibration=None, runtime: str = "torch", device: str | None = None,
+                 splitter=None):
         self._encoder = encoder
         self.reducer = reducer
         self.metric = metric
@@ -48,6 +49,8 @@ class QueryPath:
         self.calibration = calibration
         self.runtime = runtime
         self.device = device
+        self.splitter = splitter  # embedkit.textsplit.PassageSplitter: how documents are read (None: whole, cut)
+        self._bound = None
         self._lock = threading.Lock()
 
     # -- the encoder, loaded on demand ----------------------------------------------------------
@@ -74,6 +77,25 @@ class QueryPath:
             raise type(e)(f"cannot load the index's model {cfg['model']!r}: {e}") from None
         check_encoder(enc, cfg)
         return enc
+
+    def passage_splitter(self):
+        """:attr:`splitter` bound to the encoder's tokenizer and window, or None when documents are read
+        whole (no splitter, or an encoder object that exposes no Hugging Face tokenizer at ``.st``)."""
+        if self.splitter is None:
+            return None
+        if self._bound is None:
+            tok = getattr(getattr(self.encoder, "st", None), "tokenizer", None)
+            if tok is None:
+                return None
+            self._bound = self.splitter.bind(tok, int(self.encoder_config.get("max_length") or 64))
+        return self._bound
+
+    def describe_split(self) -> dict:
+        """The splitting rule as the manifest records it."""
+        sp = self.passage_splitter()
+        if sp is None:
+            return {"mode": "truncate", "max_tokens": None, "overlap": 0}
+        return sp.describe()
 
     # -- the two halves ---------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> list[str]:

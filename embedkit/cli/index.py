@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import INDEX_HELP, METRICS, REDUCE_HELP, TEXT_NORMALIZATIONS
+from ..constants import INDEX_HELP, METRICS, REDUCE_HELP, SPLIT_MODES, TEXT_NORMALIZATIONS
 from .options import (
     CorpusSpec,
     EncoderSpec,
@@ -45,6 +45,9 @@ class BuildSpec:
     lexical: bool = False
     tune_pairs: Path | None = None
     normalize: str = "none"
+    split: str | None = None           # None: passages (--engine local), truncate (--engine ray)
+    passage_tokens: int | None = None
+    passage_overlap: int = 0
 
     @property
     def milvus(self) -> bool:
@@ -65,6 +68,11 @@ class BuildSpec:
         if self.normalize != "none":
             out["normalize"] = self.normalize
         return out
+
+    def split_kwargs(self) -> dict:
+        """How documents are read (``EmbedIndex.build``'s split options; --engine local only)."""
+        return {"split": self.split or "passages", "passage_tokens": self.passage_tokens,
+                "passage_overlap": self.passage_overlap}
 
 
 build_options = grouped(
@@ -87,6 +95,14 @@ build_options = grouped(
     click.option("--normalize", type=click.Choice(TEXT_NORMALIZATIONS), default="none", show_default=True,
                  help="Text stage of the query path (documents and queries): nfkc = full-width to half-width + "
                       "case folding; t2s / s2t = Traditional <-> Simplified Chinese (OpenCC)."),
+    click.option("--split", type=click.Choice(SPLIT_MODES), default=None,
+                 help="How a document longer than the encoder's window is read: passages (split at sentence ends "
+                      "on the model's tokenizer, each passage indexed, results per document; the default) or "
+                      "truncate (its first --max-length tokens only; --engine ray's only mode)."),
+    click.option("--passage-tokens", type=click.IntRange(min=1), default=None,
+                 help="passages: tokens per passage (default: --max-length less the special tokens)."),
+    click.option("--passage-overlap", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="passages: tokens each passage repeats from the end of the previous one."),
     click.option("--lexical", is_flag=True,
                  help="Also index Chinese words (BM25) for --mode lexical|hybrid search."),
     click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -129,13 +145,16 @@ def index_build(corpus: Path, output: Path, *, build: BuildSpec, corpus_spec: Co
     if engine.ray and build.normalize != "none":
         raise click.BadParameter("--engine ray encodes raw texts; build with --engine local to use --normalize",
                                  param_hint="--normalize")
+    if engine.ray and (build.split == "passages" or build.passage_tokens or build.passage_overlap):
+        raise click.BadParameter("--engine ray reads each document whole up to --max-length; passages are split "
+                                 "and encoded by --engine local (or pass --split truncate)", param_hint="--split")
     if engine.ray:
         return _build_ray(corpus, output, build.build_kwargs(params), corpus_spec=corpus_spec, encoder=encoder,
                           engine=engine)
     stats = CorpusStats()
     expected = build.expected_size or corpus_spec.count(corpus)
     idx = EmbedIndex.build(output, corpus_spec.iter(corpus, stats), encoder=encoder.make(),
-                           expected_size=expected, **build.build_kwargs(params))
+                           expected_size=expected, **build.build_kwargs(params), **build.split_kwargs())
     log.info(stats.summary())
     click.echo(json.dumps(_summary(idx), ensure_ascii=False))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import SEARCH_MODES
+from ..constants import RESULT_UNITS, SEARCH_MODES
 from .options import backend_option
 
 log = logging.getLogger("embedkit")
@@ -29,10 +29,13 @@ log = logging.getLogger("embedkit")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per query.")
 @click.option("--mode", type=click.Choice(SEARCH_MODES), default="dense", show_default=True,
               help="dense (vectors), lexical (BM25 over Chinese words) or hybrid (both, fused).")
+@click.option("--unit", type=click.Choice(RESULT_UNITS), default="documents", show_default=True,
+              help="documents: each document once, ranked by its best passage (shown); passages: the top-k "
+                   "passages themselves (dense mode, an index built with passages).")
 @backend_option()
 @click.option("--device", default=None)
 def search(directory: Path, queries: tuple[str, ...], k: int, queries_file: Path | None, filters: tuple[str, ...],
-           min_score: float | None, min_probability: float | None, as_json: bool, mode: str, backend: str,
+           min_score: float | None, min_probability: float | None, as_json: bool, mode: str, unit: str, backend: str,
            device: str | None):
     """Search the index in DIRECTORY for QUERIES (and/or --queries-file)."""
     from ..corpus import iter_corpus
@@ -51,7 +54,8 @@ def search(directory: Path, queries: tuple[str, ...], k: int, queries_file: Path
     idx = EmbedIndex.load(directory, backend=backend, device=device)
     idx.check_k(k)
     t0 = time.perf_counter()
-    results = idx.search(qs, k, filter=where, min_score=min_score, mode=mode, min_probability=min_probability)
+    results = idx.search(qs, k, filter=where, min_score=min_score, mode=mode, min_probability=min_probability,
+                         unit=unit)
     log.info("%d queries in %.1f ms", len(qs), (time.perf_counter() - t0) * 1000)
     for q, hits in zip(qs, results):
         if as_json:
@@ -83,5 +87,10 @@ def format_hits(query: str, hits) -> str:
         meta = f"  {json.dumps(h.metadata, ensure_ascii=False)}" if h.metadata else ""
         prob = "" if getattr(h, "probability", None) is None else \
             f"  p={h.probability:.2f}{' match' if h.match else ''}"
-        lines.append(f"  {rank:>2}. {h.score:.4f}{prob}  [{h.id}]  {h.text}{meta}")
+        p = getattr(h, "passage", None)
+        if p is not None and (p["start"], p["end"]) != (0, len(h.text)):  # a document: show its best passage
+            where = f"passage {p['index']} [{p['start']}:{p['end']}] of {len(h.text)} chars"
+            lines.append(f"  {rank:>2}. {h.score:.4f}{prob}  [{h.id}]  {p['text']}  ({where}){meta}")
+        else:
+            lines.append(f"  {rank:>2}. {h.score:.4f}{prob}  [{h.id}]  {h.text}{meta}")
     return "\n".join(lines)

@@ -28,11 +28,17 @@ DEFAULT_FIT_SAMPLE = 50_000   # documents the reducer is fitted on
 METRICS = ("cosine", "ip", "l2")
 
 
-def check_docs(docs: list[Doc], seen: set[str]) -> None:
+def check_docs(docs: list[Doc], seen: set[str], *, rows: bool = False) -> None:
+    """Ids, texts and metadata of documents (``rows``: of store rows, where a later passage of a document
+    has an empty text and an id with U+001F; see :mod:`embedkit.index.passages`)."""
+    from .passages import check_user_docs, is_document_row
+
+    if not rows:
+        check_user_docs(docs)
     for d in docs:
         if not isinstance(d.id, str) or not d.id:
             raise InputError(f"document id {d.id!r} must be a non-empty string")
-        if not isinstance(d.text, str) or not d.text.strip():
+        if not isinstance(d.text, str) or (not d.text.strip() and not (rows and not is_document_row(d.id))):
             raise InputError(f"document {d.id!r} has empty text")
         if d.id in seen:
             raise InputError(f"duplicate id {d.id!r}; ids must be unique")
@@ -43,9 +49,15 @@ def build_index(cls, directory, docs: Iterable[Doc], *, encoder=None, model: str
                 pooling: str = "model", max_length: int = 64, normalize: str = "none",
                 chunk_size: int = DEFAULT_CHUNK, batch_size: int | None = None,
                 show_progress_bar: bool | None = None, runtime: str = "torch", device: str | None = None,
-                expected_size: int | None = None, **options):
-    """Encode ``docs`` chunk by chunk and build. ``options``: see :func:`build_from_batches`."""
+                expected_size: int | None = None, split: str = "passages", passage_tokens: int | None = None,
+                passage_overlap: int = 0, **options):
+    """Encode ``docs`` chunk by chunk and build. ``split``: ``passages`` (a document longer than the
+    encoder's window becomes passages of at most ``passage_tokens`` tokens, ``passage_overlap`` of them
+    shared with the previous one; see :mod:`embedkit.textsplit`) or ``truncate`` (read up to
+    ``max_length`` tokens). ``options``: see :func:`build_from_batches`."""
     from ..encoder import Encoder
+    from ..textsplit import PassageSplitter
+    from .passages import expand
 
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -56,17 +68,37 @@ def build_index(cls, directory, docs: Iterable[Doc], *, encoder=None, model: str
 
         normalizer = TextNormalizer(normalize)
     encoder = encoder or Encoder(model, pooling=pooling, max_length=max_length, backend=runtime, device=device)
+    splitter = PassageSplitter(split, passage_tokens, passage_overlap).validate()
     qp = QueryPath(encoder, make_reducer(options.pop("reduce", "none")), options.pop("metric", "cosine"),
-                   normalizer=normalizer)
+                   normalizer=normalizer, splitter=splitter)
+    bound = qp.passage_splitter()
     if expected_size is None and hasattr(docs, "__len__"):
         expected_size = len(docs)
+    # recorded in the manifest, filled in while the build streams (the manifest is written after the last chunk)
+    counts = dict(qp.describe_split(), split_documents=0, truncated_documents=0)
 
     def batches():
         for chunk in chunked(docs, chunk_size):
-            yield chunk, qp.encode_raw([d.text for d in chunk], batch_size=batch_size,
-                                       show_progress_bar=show_progress_bar)
+            check_docs(chunk, set())
+            ex = expand(chunk, bound)
+            counts["split_documents"] += ex.split
+            counts["truncated_documents"] += ex.truncated
+            yield ex.rows, qp.encode_raw(ex.texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
-    return build_from_batches(cls, directory, batches(), query_path=qp, expected_size=expected_size, **options)
+    extra = dict(options.pop("extra_manifest", None) or {})
+    extra["passages"] = counts
+    idx = build_from_batches(cls, directory, batches(), query_path=qp, expected_size=expected_size,
+                             extra_manifest=extra, passage_rows=True, **options)
+    warn_truncated(counts["truncated_documents"], idx.manifest.get("documents"), bound)
+    return idx
+
+
+def warn_truncated(n: int, total, splitter) -> None:
+    """The one warning for documents cut at the window (split mode ``truncate``)."""
+    if n and splitter is not None:
+        log.warning("%d of %s documents are longer than the encoder's window (%d tokens) and were cut: the text "
+                    "beyond it is not searched; use --split passages to read them whole", n, total,
+                    splitter.max_tokens_)
 
 
 def _check_options(options: dict) -> None:
@@ -82,13 +114,18 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
                        encoder=None, reduce: str | Reducer = "none", metric: str = "cosine",
                        index: str = "flat", index_params: dict | None = None, fit_sample: int = DEFAULT_FIT_SAMPLE,
                        expected_size: int | None = None, overwrite: bool = False, final_vectors: bool = False,
-                       extra_manifest: dict | None = None, lexical: bool = False, tune_pairs=None):
+                       extra_manifest: dict | None = None, lexical: bool = False, tune_pairs=None,
+                       passage_rows: bool = False):
     """Build a new index directory from ``(documents, raw encoder vectors)`` batches.
 
     The reducer is fitted on the first ``fit_sample`` documents; an IVF quantizer is sized for
     ``expected_size`` documents (≈ 4·√N lists) and trained on enough leading documents for that
     (39 per list), falling back to what the stream provides. With ``final_vectors`` the vectors
-    already went through the query path's (fitted) reducer: nothing is fitted or projected."""
+    already went through the query path's (fitted) reducer: nothing is fitted or projected.
+    ``passage_rows``: the batches hold store rows of documents split into passages
+    (:mod:`embedkit.index.passages`)."""
+    from .passages import is_document_row
+
     _check_options({"metric": metric, "fit_sample": fit_sample})
     if query_path is None:
         if encoder is None:
@@ -110,7 +147,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
     tmp = dirs.new_tmp(directory)
     builder = None
     try:
-        sample_docs, sample_raw, rest = _take_sample(batches, want)
+        sample_docs, sample_raw, rest = _take_sample(batches, want, passage_rows)
         if final_vectors:
             sample_vecs = sample_raw
         else:
@@ -129,11 +166,12 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
             builder.train(sample_vecs)
         builder.add(sample_docs, sample_vecs)
         n = len(sample_docs)
-        seen = {d.id for d in sample_docs}
+        n_docs = sum(map(is_document_row, seen := {d.id for d in sample_docs}))
         for chunk, raw in rest:
-            check_docs(chunk, seen)
+            check_docs(chunk, seen, rows=passage_rows)
             builder.add(chunk, project(raw))
             n += len(chunk)
+            n_docs += sum(is_document_row(d.id) for d in chunk)
         desc = builder.finish()
         qp.reducer.save(tmp)
         enc_cfg = dict(qp.encoder_config)
@@ -145,7 +183,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
                         "dim_out": qp.reducer.output_dim, "fitted_on": qp.reducer.n_samples_fit_,
                         **({"auto": qp.reducer.describe(), "tuned_on": str(tune_pairs)}
                            if qp.reducer.kind == "auto" else {})},
-            "index": desc, "metric": qp.metric, "dim": qp.reducer.output_dim, "count": n, "next_iid": n,
+            "index": desc, "metric": qp.metric, "dim": qp.reducer.output_dim, "count": n, "documents": n_docs, "next_iid": n,
             "expected_size": expected_size, "versions": versions(store_name),
             "build_seconds": round(time.perf_counter() - t0, 3),
         }
@@ -168,7 +206,7 @@ def build_from_batches(cls, directory, batches: Iterator, *, query_path: QueryPa
         if builder is not None:
             builder.abort()
         raise
-    log.info("built %s: %d documents, %s, %s, dim %d, %.1fs", directory, n, qp.reducer.spec,
+    log.info("built %s: %d documents (%d rows), %s, %s, dim %d, %.1fs", directory, n_docs, n, qp.reducer.spec,
              desc.get("factory"), manifest["dim"], manifest["build_seconds"])
     from .opening import _open_store
 
@@ -187,14 +225,14 @@ def _tuning_vectors(qp: QueryPath, tune_pairs):
     return raw[:n], raw[n:], np.asarray(pairs.scores, dtype=np.float64)
 
 
-def _take_sample(batches: Iterator, want: int):
+def _take_sample(batches: Iterator, want: int, rows: bool = False):
     """The leading ``want`` documents (at least one chunk) and their raw vectors, plus the rest."""
     batches = iter(batches)
     docs: list[Doc] = []
     raws: list[np.ndarray] = []
     seen: set[str] = set()
     for chunk, raw in batches:
-        check_docs(chunk, seen)
+        check_docs(chunk, seen, rows=rows)
         if len(chunk) != len(raw):
             raise InputError(f"got {len(chunk)} documents but {len(raw)} vectors")
         docs += chunk

@@ -32,7 +32,8 @@ from ..reducers import Reducer
 from . import directory as dirs
 from .manifest import now, read_manifest, write_manifest
 from .opening import _open_store
-from .results import Hit, check_k, ids_to_delete, require_known
+from .reads import IndexReads
+from .results import ids_to_delete, require_known
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ COMPACT_SEGMENTS = 32         # compact automatically past this many delta segme
 COMPACT_FRACTION = 0.10       # ... or once pending changes exceed this fraction of the base
 
 
-class EmbedIndex:
+class EmbedIndex(IndexReads):
     """Query path + store, persisted as one directory (see the module docstring for concurrency)."""
 
     def __init__(self, directory: Path, manifest: dict, query_path, store, generation: Path, key=None):
@@ -72,9 +73,19 @@ class EmbedIndex:
     def metric(self) -> str:
         return self.manifest["metric"]
 
+    @property
+    def has_passages(self) -> bool:
+        """Whether documents longer than the encoder's window were split into passages at build."""
+        return (self.manifest.get("passages") or {}).get("mode") == "passages"
+
     def __len__(self) -> int:
+        """Documents (a document split into passages counts once)."""
         self.refresh()
-        return int(self.store.count())
+        if self.store.LOCAL or not self.has_passages:
+            return int(self.manifest.get("documents", self.store.count())) if self.store.LOCAL else int(self.store.count())
+        from .passages import KEY_PASSAGE
+
+        return int(self.store.count(Filter.parse({KEY_PASSAGE: None})))
 
     # -- opening and refreshing -------------------------------------------------------------------
     @classmethod
@@ -138,97 +149,6 @@ class EmbedIndex:
         """The query path: normalise → encode → reduce → L2 (cosine). Documents go through it too."""
         return self.query_path.embed(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
-    # -- reads ------------------------------------------------------------------------------------
-    def check_k(self, k) -> int:
-        """The library's k rule (the CLI and the API use it too): k must be a positive integer; a k
-        larger than the number of documents returns every document (ranked)."""
-        return check_k(k)
-
-    def search(self, queries, k: int = 10, *, filter: dict | None = None, min_score: float | None = None,
-               mode: str = "dense", min_probability: float | None = None) -> list[list[Hit]]:
-        """Top-k hits for a query string or a list of them (a list of hit lists, one per query).
-
-        ``mode``: ``dense`` (vectors), ``lexical`` (BM25) or ``hybrid`` (both, fused as the manifest's
-        ``fusion`` says); lexical and hybrid need the index's lexical part."""
-        qs = [queries] if isinstance(queries, str) else list(queries)
-        for i, q in enumerate(qs):
-            if not isinstance(q, str) or not q.strip():
-                raise InputError(f"query {i} is {q!r}; queries must be non-empty strings")
-        check_k(k)
-        return self.search_embedded(qs, None if mode == "lexical" else self.embed(qs), k, filter=filter,
-                                    min_score=min_score, mode=mode, min_probability=min_probability)
-
-    def search_embedded(self, queries: list[str], vectors, k: int, *, filter=None, min_score: float | None = None,
-                        mode: str = "dense", min_probability: float | None = None) -> list[list[Hit]]:
-        """:meth:`search` for queries whose vectors were already computed with :meth:`embed` (``None`` for
-        lexical mode) — what a server that batches the encoder calls."""
-        from . import hybrid
-
-        hybrid.check_mode(mode)
-        flt = Filter.parse(filter)
-        if mode == "dense":
-            return self.search_vectors(vectors, k, filter=flt, min_score=min_score, min_probability=min_probability)
-        check_k(k)
-        if min_probability is not None:
-            raise InputError(f"min_probability applies to dense scores (the calibrated ones), not mode {mode!r}")
-        self.refresh()
-        rows = hybrid.lexical_hits(self, queries, k, flt) if mode == "lexical" \
-            else hybrid.hybrid_hits(self, queries, vectors, k, flt)
-        return self._hits(rows, min_score, None, calibrated=False)
-
-    def similarity(self, pairs, *, batch_size: int | None = None) -> list[dict]:
-        """Score, P(similar) and match for each ``(a, b)`` pair, through the index's query path."""
-        return self.query_path.similarity(pairs, batch_size=batch_size)
-
-    def calibrate(self, pairs_path, *, method: str = "isotonic", objective: str = "f1",
-                  positive_label: float | None = None) -> dict:
-        """Fit the score → P(similar) map and the decision threshold on labelled pairs and commit them
-        with the query path (``calibration.json``); returns its summary."""
-        from .calibrate import calibrate_index
-
-        return calibrate_index(self, pairs_path, method=method, objective=objective, positive_label=positive_label)
-
-    def search_vectors(self, vectors: np.ndarray, k: int, *, filter=None, min_score: float | None = None,
-                       min_probability: float | None = None) -> list[list[Hit]]:
-        from ..stores.faiss_backend import as_f32
-
-        vectors = as_f32(vectors, self.dim, "query vectors")
-        k = check_k(k)
-        flt = Filter.parse(filter)
-        self.refresh()
-        rows = self.store.search(vectors, k, flt)
-        return self._hits(rows, min_score, min_probability)
-
-    def _hits(self, rows, min_score, min_probability, calibrated: bool = True) -> list[list[Hit]]:
-        out = []
-        for row in rows:
-            row = [r for r in row if min_score is None or r[0] >= min_score]
-            probs, matches = self.query_path.calibrated([r[0] for r in row]) if calibrated else \
-                ([None] * len(row), [None] * len(row))
-            hits = [Hit(i, t, s, m, p, mt) for (s, i, t, m), p, mt in zip(row, probs, matches)]
-            if min_probability is not None:
-                if self.query_path.calibration is None:
-                    raise InputError("min_probability needs a calibrated index: run "
-                                     f"`embedkit calibrate {self.directory} --pairs FILE` first")
-                hits = [h for h in hits if h.probability is not None and h.probability >= min_probability]
-            out.append(hits)
-        return out
-
-    def get(self, doc_id: str) -> Hit | None:
-        """A document by id (score 1.0), or None."""
-        self.refresh()
-        d = self.store.get(doc_id)
-        return None if d is None else Hit(d[0], d[1], 1.0, d[2])
-
-    def info(self) -> dict:
-        self.refresh()
-        m = dict(self.manifest)
-        m["directory"] = str(self.directory)
-        m["generation"] = self.generation.name
-        m["count"] = self.store.count()
-        m["size_bytes"] = dirs.dir_size(self.generation) + int(getattr(self.store, "external_bytes", lambda: 0)())
-        return m
-
     # -- building (see build.py) ------------------------------------------------------------------
     @classmethod
     def build(cls, directory, docs: Iterable[Doc], **kwargs) -> "EmbedIndex":
@@ -249,27 +169,45 @@ class EmbedIndex:
     def add(self, docs: Iterable[Doc], *, chunk_size: int = DEFAULT_CHUNK, batch_size: int | None = None,
             show_progress_bar: bool | None = None) -> int:
         """Encode and add documents with new ids (all or nothing). Returns how many were added."""
-        from .build import check_docs
+        from .build import check_docs, warn_truncated
+        from .passages import expand
+
+        splitter = self.query_path.passage_splitter()
+        truncated = []
 
         def batches():
             seen: set[str] = set()
             for chunk in chunked(docs, chunk_size):
                 check_docs(chunk, seen)
                 self._reject_existing(self.store, chunk)
-                yield chunk, self.embed([d.text for d in chunk], batch_size=batch_size,
-                                        show_progress_bar=show_progress_bar)
+                ex = expand(chunk, splitter)
+                truncated.append(ex.truncated)
+                yield ex.rows, self.embed(ex.texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
-        return self._add_batches(batches())
+        n = self._add_batches(batches())
+        warn_truncated(sum(truncated), n, splitter)
+        return n
 
-    def add_vectors(self, docs: list[Doc], vectors: np.ndarray) -> int:
-        """Add documents whose vectors were already computed with :meth:`embed`."""
+    def passages_of(self, docs: list[Doc]):
+        """The store rows and the texts to encode for ``docs`` under the index's splitting rule (an
+        :class:`embedkit.index.passages.Expanded`), for :meth:`add_vectors` with ``rows=True``."""
+        from .build import check_docs
+        from .passages import expand
+
+        docs = list(docs)
+        check_docs(docs, set())
+        return expand(docs, self.query_path.passage_splitter())
+
+    def add_vectors(self, docs: list[Doc], vectors: np.ndarray, *, rows: bool = False) -> int:
+        """Add documents whose vectors were already computed with :meth:`embed` (``rows``: the rows of
+        :meth:`passages_of`, one vector per passage). Returns the documents added."""
         from ..stores.faiss_backend import as_f32
         from .build import check_docs
 
         vectors = as_f32(vectors, self.dim, "document vectors")
         if len(docs) != vectors.shape[0]:
-            raise InputError(f"got {len(docs)} documents but {vectors.shape[0]} vectors")
-        check_docs(docs, set())
+            raise InputError(f"got {len(docs)} {'rows' if rows else 'documents'} but {vectors.shape[0]} vectors")
+        check_docs(docs, set(), rows=rows)
         self._reject_existing(self.store, docs)
         return self._add_batches(iter([(list(docs), vectors)]))
 
@@ -281,6 +219,9 @@ class EmbedIndex:
                              "this batch); nothing was added")
 
     def _add_batches(self, batches) -> int:
+        """Add ``(rows, vectors)`` batches; returns the documents added (rows of later passages not counted)."""
+        from .passages import is_document_row
+
         build_id = self.manifest.get("build_id")
         if not self.store.LOCAL:
             return self._add_remote(batches)
@@ -289,7 +230,7 @@ class EmbedIndex:
             staged, n = [], 0
             for chunk, vecs in batches:  # encoded and written before the lock is taken
                 staged.append(self.store.stage(tmp, chunk, vecs))
-                n += len(chunk)
+                n += sum(is_document_row(d.id) for d in chunk)
             if n == 0:
                 raise InputError("no documents to add")
             with self._lock, dirs.writer_lock(self.directory):
@@ -303,34 +244,48 @@ class EmbedIndex:
                 for s in staged:
                     placed.append(s.at(next_iid))
                     next_iid += s.added
-                self._commit(tmp, self.store.commit(placed), next_iid=next_iid)
+                self._commit(tmp, self.store.commit(placed), next_iid=next_iid, doc_delta=n)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return n
 
     def _add_remote(self, batches) -> int:
+        from .passages import is_document_row
+
+        counted = []
+
+        def counting():
+            for chunk, vecs in batches:
+                counted.append(sum(is_document_row(d.id) for d in chunk))
+                yield chunk, vecs
+
         with self._lock:
-            return self.store.add_batches(batches)
+            self.store.add_batches(counting())
+        return sum(counted)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (all or nothing: an unknown id is an error). Returns the count."""
+        from .passages import is_document_row, rows_of
+
         ids = ids_to_delete(ids)
         build_id = self.manifest.get("build_id")
+        known = lambda found: {i for i in found if is_document_row(i)}  # noqa: E731
         if not self.store.LOCAL:
             with self._lock:
-                require_known(ids, self.store.existing_ids(ids))
-                return self.store.delete(ids)
-        require_known(ids, self.store.existing_ids(ids))  # early, friendly error
+                require_known(ids, known(self.store.existing_ids(ids)))
+                self.store.delete(rows_of(self.store, ids))
+                return len(ids)
+        require_known(ids, known(self.store.existing_ids(ids)))  # early, friendly error
         tmp = dirs.new_tmp(self.directory)
         try:
             with self._lock, dirs.writer_lock(self.directory):
                 self._reload_locked(build_id)
-                found = self.store.iids_for(ids)
-                require_known(ids, found)
+                require_known(ids, known(self.store.existing_ids(ids)))
+                found = self.store.iids_for(rows_of(self.store, ids))
                 seg = self.store.stage(tmp, [], None, deleted=sorted(found.values()))
                 self._commit(tmp, self.store.commit([seg.at(int(self.manifest["next_iid"]))]),
-                             next_iid=int(self.manifest["next_iid"]))
+                             next_iid=int(self.manifest["next_iid"]), doc_delta=-len(ids))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -364,15 +319,16 @@ class EmbedIndex:
             raise InputError(f"the index in {str(self.directory)!r} was rebuilt by another writer while this "
                              "change was being prepared; nothing was written — load it again and retry")
 
-    def _commit(self, tmp: Path, store, *, next_iid: int) -> None:
+    def _commit(self, tmp: Path, store, *, next_iid: int, doc_delta: int = 0) -> None:
         dirs.link_files(self.generation, tmp)
-        self._publish(tmp, store, next_iid=next_iid)
+        self._publish(tmp, store, next_iid=next_iid, doc_delta=doc_delta)
         if self.auto_compact and store.needs_compaction(COMPACT_SEGMENTS, COMPACT_FRACTION):
             self._compact_locked()
 
-    def _publish(self, tmp: Path, store, *, next_iid: int, **extra) -> None:
-        manifest = dict(self.manifest, index=store.describe(), count=store.count(), next_iid=next_iid,
-                        updated_at=now(), **extra)
+    def _publish(self, tmp: Path, store, *, next_iid: int, doc_delta: int = 0, **extra) -> None:
+        documents = int(self.manifest.get("documents", self.manifest.get("count", 0))) + doc_delta
+        manifest = dict(self.manifest, index=store.describe(), count=store.count(), documents=documents,
+                        next_iid=next_iid, updated_at=now(), **extra)
         write_manifest(tmp, manifest)
         gen = dirs.publish(self.directory, tmp)
         key = dirs.current_key(self.directory)

@@ -41,20 +41,21 @@ def lexical_hits(idx, queries: list[str], k: int, flt):
     return idx.store.search_lexical(queries, k, flt)
 
 
-def hybrid_hits(idx, queries: list[str], vectors: np.ndarray, k: int, flt):
-    """Fused ``(score, id, text, metadata)`` rows for queries already embedded as ``vectors``."""
+def hybrid_hits(idx, queries: list[str], dense: list[list[tuple]], k: int, flt):
+    """Fused ``(score, id, text, metadata, passage)`` rows: ``dense`` are the queries' document rows
+    (at least ``max(k, DEPTH)`` deep, each document once, a passage index's with their best passage)."""
     from ..fusion import fuse
+    from .results import lexical_documents
 
     require_lexical(idx)
     depth = max(k, DEPTH)
-    dense = idx.store.search(vectors, depth, flt)
-    lexical = idx.store.search_lexical(queries, depth, flt)
+    lexical = [lexical_documents(r) for r in idx.store.search_lexical(queries, depth, flt)]
     cfg = idx.manifest.get("fusion") or {"method": "weighted", "weight": DEFAULT_WEIGHT}
     docs = {}
-    for row in list(dense) + list(lexical):
-        for _s, i, t, m in row:
-            docs[i] = (t, m)
-    fused = fuse([[(s, i) for s, i, _, _ in row] for row in dense], [[(s, i) for s, i, _, _ in row] for row in lexical],
+    for row in list(lexical) + list(dense):  # dense last: its rows carry the best passage
+        for r in row:
+            docs[r[1]] = (r[2], r[3], r[4] if len(r) > 4 else None)
+    fused = fuse([[(r[0], r[1]) for r in row] for row in dense], [[(s, i) for s, i, _, _ in row] for row in lexical],
                  method=cfg.get("method", "weighted"), weight=float(cfg.get("weight", DEFAULT_WEIGHT)), top_k=k)
     return [[(s, i, *docs[i]) for s, i in row] for row in fused]
 

@@ -27,8 +27,10 @@ def query_path_from_manifest(gen: Path, manifest: dict, *, encoder=None, model: 
         from ..textnorm import TextNormalizer
 
         normalizer = TextNormalizer(norm)
+    from ..textsplit import PassageSplitter
+
     qp = QueryPath(encoder, reducer, manifest["metric"], encoder_config=cfg, normalizer=normalizer,
-                   runtime=runtime, device=device)
+                   runtime=runtime, device=device, splitter=PassageSplitter.from_manifest(manifest.get("passages")))
     if manifest.get("calibration"):
         from ..calibration import Calibrator
 

@@ -18,12 +18,15 @@ class Hit:
     metadata: dict | None = None
     probability: float | None = None   # P(similar) from the index's calibration (dense scores only)
     match: bool | None = None          # score at or above the calibration's threshold
+    passage: dict | None = None        # the best passage: {"index", "start", "end", "text"} (passage indexes)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.probability is None:
             d.pop("probability")
             d.pop("match")
+        if self.passage is None:
+            d.pop("passage")
         return d
 
 
@@ -31,6 +34,26 @@ def check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise InputError(f"k must be a positive integer, got {k!r}")
     return int(k)
+
+
+def check_unit(unit, idx=None) -> str:
+    """``documents`` or ``passages``; passages need an index built with them (``idx``)."""
+    from ..constants import RESULT_UNITS
+
+    if unit not in RESULT_UNITS:
+        raise InputError(f"unit {unit!r} is not one of {', '.join(RESULT_UNITS)}")
+    if unit == "passages" and idx is not None and not idx.has_passages:
+        raise InputError(f"unit 'passages' needs an index built with passages; the index in {str(idx.directory)!r} "
+                         "reads each document whole (split mode 'truncate'): rebuild it with "
+                         "`embedkit index build ... --split passages --overwrite`")
+    return unit
+
+
+def lexical_documents(row: list[tuple]) -> list[tuple]:
+    """Lexical rows (whole documents) with the passage bookkeeping removed from their metadata."""
+    from .passages import is_document_row, user_metadata
+
+    return [(s, i, t, user_metadata(m)) for s, i, t, m in row if is_document_row(i)]
 
 
 def ids_to_delete(ids: Iterable) -> list[str]:

@@ -109,7 +109,8 @@ def build_routers(s: sc.Schemas, settings: Settings) -> list[APIRouter]:
         queries = [body.query] if body.query is not None else list(body.queries)
         return JSONBytes(await unless_disconnected(request, svc.search(queries, body.top_k, body.filter,
                                                                        body.min_score, t0, mode=body.mode,
-                                                                       min_probability=body.min_probability)))
+                                                                       min_probability=body.min_probability,
+                                                                       unit=body.unit)))
 
     @api.post("/similarity", response_model=sc.SimilarityResponse, tags=["search"])
     async def similarity(body: s.SimilarityRequest, request: Request, svc: Svc):

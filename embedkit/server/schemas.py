@@ -131,6 +131,10 @@ def make_schemas(s: Settings) -> Schemas:
         min_probability: float | None = Field(
             None, strict=True, ge=0, le=1, allow_inf_nan=False,
             description="Drop hits whose calibrated P(similar) is below this (dense mode, calibrated index).")
+        unit: Literal["documents", "passages"] = Field(
+            "documents", description="documents: each document once, ranked by its best passage (named in "
+                                     "`passage`); passages: the top passages themselves (dense mode, an index "
+                                     "built with passages), several may come from one document.")
 
         @model_validator(mode="after")
         def _exactly_one(self):
@@ -188,6 +192,13 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class PassageOut(BaseModel):
+    index: int = Field(description="Position of the passage in its document (0 = first).")
+    start: int = Field(description="Character offset of the passage in the document text.")
+    end: int = Field(description="Character offset just past the passage.")
+    text: str
+
+
 class HitOut(BaseModel):
     id: str
     text: str
@@ -195,6 +206,8 @@ class HitOut(BaseModel):
     metadata: dict[str, Any] | None = None
     probability: float | None = Field(None, description="Calibrated P(similar); only on a calibrated index.")
     match: bool | None = Field(None, description="score at or above the calibrated threshold; with probability.")
+    passage: PassageOut | None = Field(None, description="The passage that scored (an index built with passages): "
+                                                         "for highlighting, `text[start:end]` of the document.")
 
 
 class PairScore(BaseModel):

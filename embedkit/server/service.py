@@ -149,14 +149,15 @@ class Service:
 
     # -- endpoints' work ------------------------------------------------------------------------
     async def search(self, queries: list[str], top_k: int, filter: dict | None, min_score: float | None,
-                     started: float, *, mode: str = "dense", min_probability: float | None = None) -> bytes:
+                     started: float, *, mode: str = "dense", min_probability: float | None = None,
+                     unit: str = "documents") -> bytes:
         raw = None if mode == "lexical" else await self.embed_raw(queries)
 
         def work():
             idx = self.index
             count = len(idx)
             rows = idx.search_embedded(queries, None if raw is None else self.finish(raw), top_k, filter=filter,
-                                       min_score=min_score, mode=mode, min_probability=min_probability)
+                                       min_score=min_score, mode=mode, min_probability=min_probability, unit=unit)
             results = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, rows)]
             took = round((time.perf_counter() - started) * 1000, 3)
             return dumps({"results": results, "count": count, "took_ms": took})
@@ -237,11 +238,12 @@ class Service:
         if existing:
             raise ApiError(409, "conflict", f"id {existing[0]!r} is already in the index ({len(existing)} existing "
                                             "id(s) in this request); nothing was added")
-        raw = await self.embed_raw([d.text for d in docs])
+        ex = await self._run(lambda: self.index.passages_of(docs))  # long documents: one row per passage
+        raw = await self.embed_raw(ex.texts)
 
         def work():
             try:
-                n = self.index.add_vectors(docs, self.finish(raw))
+                n = self.index.add_vectors(ex.rows, self.finish(raw), rows=True)
             except InputError:
                 taken = [i for i in ids if self.index.get(i) is not None]
                 if taken:  # a concurrent request added the same id in between

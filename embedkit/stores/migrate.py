@@ -35,23 +35,27 @@ def migrate(src, dst, *, index: str = "milvus", index_params: dict | None = None
     factory = source.manifest["index"].get("factory", "")
     reencode = any(tag in factory for tag in LOSSY)
     qp = source.query_path
+    from ..index.passages import DocTexts, passage_of
+
+    whole = DocTexts(source.store)  # the document text a later passage's row points into
 
     def batches():
         for rows in source.store.iterate(with_vectors=not reencode, batch=chunk_size):
             docs = [Doc(did, text, meta) for _, did, text, meta, _ in rows]
-            if reencode:
-                yield docs, qp.embed([d.text for d in docs])
+            if reencode:  # each row's own passage, as the build encoded it
+                yield docs, qp.embed([passage_of(d.id, d.text, d.metadata, whole(d.id, d.text))["text"] for d in docs])
             else:
                 yield docs, np.stack([r[4] for r in rows]).astype(np.float32)
 
     n_src = source.store.count()
     extra = {"migrated_from": {"directory": str(src.resolve()), "generation": source.generation.name,
                                "factory": factory, "vectors": "re-encoded" if reencode else "reconstructed"},
-             "normalize": source.manifest.get("normalize", "none")}
+             "normalize": source.manifest.get("normalize", "none"),
+             **{k: source.manifest[k] for k in ("passages",) if k in source.manifest}}
     idx = EmbedIndex.build_from_vectors(dst, batches(), query_path=qp, index=index, index_params=index_params,
                                         metric=qp.metric, overwrite=overwrite, final_vectors=True,
-                                        expected_size=n_src, extra_manifest=extra)
-    if len(idx) != n_src:  # pragma: no cover - internal invariant
-        raise IndexFormatError(f"migrated {len(idx)} documents, source holds {n_src}")
+                                        expected_size=n_src, extra_manifest=extra, passage_rows=True)
+    if idx.store.count() != n_src:  # pragma: no cover - internal invariant
+        raise IndexFormatError(f"migrated {idx.store.count()} rows, source holds {n_src}")
     idx.manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
     return idx

@@ -147,8 +147,10 @@ class MilvusBackend:
     def ntotal(self) -> int:
         return self.count()
 
-    def count(self) -> int:
-        res = self._call("count", self.client.query, self.collection, filter="", output_fields=["count(*)"])
+    def count(self, filter=None) -> int:
+        """Rows in the collection (those matching ``filter``, a Filter, when given)."""
+        expr = filter_expression(filter) if filter is not None else ""
+        res = self._call("count", self.client.query, self.collection, filter=expr, output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
     def existing_ids(self, ids) -> set[str]:

@@ -124,8 +124,9 @@ class MilvusStore:
         return store
 
     # -- reads ------------------------------------------------------------------------------------
-    def count(self) -> int:
-        return self.be.count()
+    def count(self, flt=None) -> int:
+        """Rows (matching ``flt``, a Filter, when given)."""
+        return self.be.count(flt)
 
     def existing_ids(self, ids) -> set[str]:
         return self.be.existing_ids(ids)
