@@ -11,7 +11,6 @@ documents.  Saved state is JSON + ``.npy``/``.npz`` (bm25s's own format plus our
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
@@ -215,7 +214,9 @@ class BM25Index:
 
     def refresh(self) -> BM25Index:
         """Rebuild the bm25s matrix from the stored tokens of the live documents (and drop words no
-        live document uses from the vocabulary)."""
+        live document uses from the vocabulary). Documents without words (the empty rows of a long
+        document's later passages) are left out of bm25s, so they do not count in the corpus statistics
+        (document count, average length)."""
         import bm25s
 
         self._check_fitted()
@@ -224,10 +225,11 @@ class BM25Index:
         self.vocab_ = {words[u]: i for i, u in enumerate(used.tolist())}
         self._flat = remapped.astype(np.int32).ravel()
         bm = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        self._worded = np.flatnonzero(np.diff(self._offsets) > 0)  # rows with at least one word
         if len(self._flat):  # no words at all (no documents, or only empty ones): nothing can match
             flat = self._flat.tolist()
             off = self._offsets.tolist()
-            docs = [flat[a:z] for a, z in itertools.pairwise(off)]
+            docs = [flat[off[r]:off[r + 1]] for r in self._worded.tolist()]
             bm.index((docs, dict(self.vocab_)), create_empty_token=False, show_progress=False)
             self._bm = bm
         else:
@@ -265,10 +267,11 @@ class BM25Index:
         self._check_fitted()
         lens = np.diff(self._offsets)
         doc_of = np.repeat(np.arange(len(lens)), lens)
+        worded = lens[lens > 0]  # documents without words are not part of the statistics (see refresh)
         pairs = np.unique(np.stack([doc_of, self._flat.astype(np.int64)]), axis=1) if len(self._flat) \
             else np.zeros((2, 0), np.int64)
         df = np.bincount(pairs[1], minlength=len(self.vocab_)) if pairs.shape[1] else np.zeros(len(self.vocab_))
-        return {"n_docs": int(len(lens)), "avgdl": float(lens.mean()) if len(lens) else 0.0,
+        return {"n_docs": int(len(worded)), "avgdl": float(worded.mean()) if len(worded) else 0.0,
                 "df": {w: int(df[i]) for w, i in self.vocab_.items()}}
 
     def score_with(self, stats: dict, query_tokens: list[str], doc_tokens: list[list[str]]) -> np.ndarray:
@@ -300,9 +303,10 @@ class BM25Index:
             self.refresh()
         toks = tokenize(query) if isinstance(query, str) else list(query)
         tids = [self.vocab_[t] for t in toks if t in self.vocab_ and t]
-        if not tids or self._bm is None:
-            return np.zeros(len(self.ids_), dtype=np.float32)
-        return self._bm.get_scores_from_ids(tids)
+        out = np.zeros(len(self.ids_), dtype=np.float32)
+        if tids and self._bm is not None:
+            out[self._worded] = self._bm.get_scores_from_ids(tids)
+        return out
 
     def _search_one(self, toks: list[str], k: int, mask) -> list[tuple[float, int]]:
         scores = self.get_scores(toks)
@@ -386,8 +390,11 @@ class BM25Index:
                 self._bm = bm25s.BM25.load(gen / "bm25s", show_progress=False)
             except (OSError, ValueError) as e:
                 raise IndexFormatError(f"bm25s matrix in {gen} is missing or corrupt: {e}") from None
-            if self._bm.scores["num_docs"] != n:
-                raise IndexFormatError(f"bm25s matrix in {gen} has {self._bm.scores['num_docs']} documents, "
-                                       f"the manifest says {n}")
+        worded = np.flatnonzero(np.diff(self._offsets) > 0)
+        # the matrix holds the documents with words (an index saved before that rule holds all of them)
+        self._worded = worded if self._bm is None or self._bm.scores["num_docs"] != n else np.arange(n)
+        if self._bm is not None and self._bm.scores["num_docs"] != len(self._worded):
+            raise IndexFormatError(f"bm25s matrix in {gen} has {self._bm.scores['num_docs']} documents, "
+                                   f"the manifest says {n} ({len(worded)} with words)")
         self._stale = False
         return self

@@ -95,9 +95,18 @@ def expand_reducers_cli(reducers: str | None, dims: str | None) -> list[str]:
               help="--retrieval: dense, lexical, rrf, hybrid (weight tuned on valid), weighted:W.")
 @click.option("--max-queries", type=click.IntRange(min=1), default=None,
               help="--retrieval: only the first N queries of each split (the corpus stays whole).")
+@click.option("--documents", "documents", type=click.Path(exists=True, path_type=Path), default=None,
+              help="--retrieval over long documents: a SQuAD-style JSON file (e.g. CMRC 2018) or a BEIR directory "
+                   "(corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv); one index per --read setting.")
+@click.option("--read", "read", default="truncate,passages", show_default=True, metavar="S1,S2",
+              help="--documents: how documents are read: truncate[:MAX_LENGTH] | passages[:TOKENS[:OVERLAP]].")
+@click.option("--concat", default="1", show_default=True, metavar="N1,N2",
+              help="--documents (SQuAD): join every N consecutive paragraphs into one document.")
+@click.option("--tune-documents", type=click.Path(exists=True, path_type=Path), default=None,
+              help="--documents: tune the hybrid weight on this other file (e.g. CMRC trial; default weight 0.7).")
 def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, normalize, splits, limit, fit_corpus,
              fit_limit, max_length, batch_size, device, out_dir, cache_dir, no_cache, no_plots, progress,
-             retrieval, index_types, modes, max_queries):
+             retrieval, index_types, modes, max_queries, documents, read, concat, tune_documents):
     """Evaluate encoders on Chinese STS tasks (Spearman of cosine vs label) and write a report.
 
     \b
@@ -111,6 +120,9 @@ def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, normal
     t0 = time.perf_counter()
     if progress is None:
         progress = sys.stderr.isatty()
+    if documents is not None:
+        return _documents_eval(documents, models, read, concat, tune_documents, modes, max_queries, splits,
+                               batch_size, device, out_dir)
     if retrieval:
         from ..evaluation.retrieval_report import retrieval_eval
 
@@ -139,3 +151,30 @@ def eval_cmd(data_dir, tasks, models, poolings, reducers, dims, protocol, normal
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     if failed:
         log.warning("%d of %d cells could not be computed (see report.md)", len(failed), len(results["cells"]))
+
+
+def _documents_eval(path, models, read, concat, tune_path, modes, max_queries, splits, batch_size, device, out_dir):
+    """``eval --documents``: long-document retrieval, one index per reading setting; a table on stdout,
+    ``documents.json`` in OUT_DIR."""
+    import json
+
+    from ..evaluation.documents import markdown_table, run_documents_eval
+    from ..fsutil import atomic_write_json
+
+    if len(_csv(models)) > 1:
+        raise click.BadParameter("--documents evaluates one model at a time", param_hint="--models")
+    mode_list = _csv(modes)
+    bad = [m for m in mode_list if m not in ("dense", "lexical", "hybrid")]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r}: --documents scores dense, lexical and hybrid", param_hint="--mode")
+    from ..models import resolve_model
+
+    result = run_documents_eval(path, model=resolve_model((_csv(models) or [None])[0]), settings=_csv(read),
+                                concats=_int_list(concat, "--concat") or [1], modes=mode_list, tune_path=tune_path,
+                                max_queries=max_queries, split=(_csv(splits) or ["test"])[0],
+                                batch_size=batch_size, device=device)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(out_dir) / "documents.json", result)
+    click.echo(markdown_table(result))
+    log.info("wrote %s in %.1fs (%s)", Path(out_dir) / "documents.json", result["seconds"],
+             json.dumps(result["hybrid"].get("weight")))

@@ -270,18 +270,19 @@ class EmbedIndex(IndexReads):
 
         ids = ids_to_delete(ids)
         build_id = self.manifest.get("build_id")
-        known = lambda found: {i for i in found if is_document_row(i)}  # noqa: E731
+        # only document ids can be known (a later passage's row id is not a document; Milvus cannot quote it)
+        doc_ids = [i for i in ids if is_document_row(i)]
         if not self.store.LOCAL:
             with self._lock:
-                require_known(ids, known(self.store.existing_ids(ids)))
+                require_known(ids, self.store.existing_ids(doc_ids))
                 self.store.delete(rows_of(self.store, ids))
                 return len(ids)
-        require_known(ids, known(self.store.existing_ids(ids)))  # early, friendly error
+        require_known(ids, self.store.existing_ids(doc_ids))  # early, friendly error
         tmp = dirs.new_tmp(self.directory)
         try:
             with self._lock, dirs.writer_lock(self.directory):
                 self._reload_locked(build_id)
-                require_known(ids, known(self.store.existing_ids(ids)))
+                require_known(ids, self.store.existing_ids(doc_ids))
                 found = self.store.iids_for(rows_of(self.store, ids))
                 seg = self.store.stage(tmp, [], None, deleted=sorted(found.values()))
                 self._commit(tmp, self.store.commit([seg.at(int(self.manifest["next_iid"]))]),
