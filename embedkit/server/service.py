@@ -284,7 +284,7 @@ class Service:
                 "max_length": enc["max_length"], "backend": self.path.encoder.runtime_name,
                 "reducer": m["reducer"]["spec"],
                 "dim": int(m["dim"]), "encoder_dim": int(enc["dim"]), "metric": m["metric"],
-                "index_type": m["index"].get("factory", str(m["index"])), "count": int(m["count"]),
+                "index_type": m["index"].get("factory", str(m["index"])), "count": len(idx),
                 "generation": idx.generation.name, "embedkit_version": __version__,
                 "settings": self.settings.public()}
 
