@@ -149,3 +149,22 @@ def test_passage_rules_and_bad_input(m3e_encoder, tmp_path, caplog):
         p.search("问题", 3, unit="pages")
     with pytest.raises(InputError, match="passage max_tokens 100 exceeds the encoder's window of 62"):
         EmbedIndex.build(tmp_path / "x", docs, encoder=m3e_encoder, passage_tokens=100)
+
+
+def test_check_rows_finds_missing_and_orphan_passages():
+    from embedkit.index.passages import check_rows
+
+    class Rows:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def iterate(self):
+            yield [(i, rid, "", meta, None) for i, (rid, meta) in enumerate(self.rows)]
+
+    whole = [("a", {"_ek_passages": 3}), ("a\x1f1", {"_ek_passage": 1}), ("a\x1f2", {"_ek_passage": 2}), ("b", None)]
+    assert check_rows(Rows(whole), 2) == []
+    missing = check_rows(Rows(whole[:2] + whole[3:]), 2)
+    assert missing == ["document 'a' has 3 passages but rows for passages [1] besides the first"]
+    orphan = check_rows(Rows(whole[1:]), 1)
+    assert any("without their first row, e.g. 'a'" in p for p in orphan)
+    assert check_rows(Rows(whole), 3) == ["the manifest counts 3 documents, the store holds 2"]

@@ -15,6 +15,10 @@ def check_index(idx) -> list[str]:
         manifest_count = int(idx.manifest["count"])
         if idx.store.LOCAL and idx.store.count() != manifest_count:
             problems.append(f"{gen / dirs.MANIFEST}: count {manifest_count}, the files hold {idx.store.count()}")
+        if idx.store.LOCAL and idx.has_passages:
+            from .passages import check_rows
+
+            problems += check_rows(idx.store, idx.manifest.get("documents"))
     except EmbedkitError as e:
         problems.append(str(e))
     return [p for p in problems if p]

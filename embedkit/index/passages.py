@@ -176,3 +176,28 @@ def search_documents(search, n_rows: int, k: int) -> list[list[tuple]]:
         if done or depth >= n_rows:
             return rows
         depth = min(depth * FETCH_FACTOR, n_rows)
+
+
+def check_rows(store, documents_recorded: int | None) -> list[str]:
+    """Every document's passages present (rows 1..n-1 of each ``n``-passage document, nothing else) and
+    the document count as recorded; problems as strings (``embedkit index check``)."""
+    counts: dict[str, int] = {}
+    later: dict[str, set[int]] = {}
+    for batch in store.iterate():
+        for _iid, rid, _text, meta, _vec in batch:
+            if is_document_row(rid):
+                counts[rid] = passage_count(meta)
+            else:
+                later.setdefault(doc_id_of(rid), set()).add(int((meta or {}).get(KEY_PASSAGE, -1)))
+    problems = []
+    for did, n in counts.items():
+        have = later.pop(did, set())
+        if have != set(range(1, n)):
+            problems.append(f"document {did!r} has {n} passages but rows for passages {sorted(have)[:5]} "
+                            f"besides the first")
+    if later:
+        orphan = sorted(later)[0]
+        problems.append(f"passage rows of {len(later)} document(s) without their first row, e.g. {orphan!r}")
+    if documents_recorded is not None and documents_recorded != len(counts):
+        problems.append(f"the manifest counts {documents_recorded} documents, the store holds {len(counts)}")
+    return problems[:20]
