@@ -17,7 +17,10 @@ words (each Han character is a word), then characters; consecutive units are mer
 window. Passages are returned as character spans of the original text: without overlap they tile
 it exactly (joined back, they give the text), with ``overlap`` tokens each passage repeats the end
 of the previous one. ``max_tokens`` defaults to the encoder's ``max_length`` less the special tokens
-the tokenizer adds ([CLS] and [SEP] for BERT), so every passage is read whole.
+the tokenizer adds ([CLS] and [SEP] for BERT), so every passage is read whole; ``overlap`` defaults
+to half of ``max_tokens`` (:data:`DEFAULT_OVERLAP`: on CMRC 2018 trial, MRR@10 rose from 96.86 with
+no overlap to 97.50 at 32 of 62 tokens and 97.63 at 40, then fell to 97.44 at 48; half is within
+0.13 of the best with 6% fewer vectors — ``scripts/bench_documents.py`` reports the dev set).
 
 The splitter's cost grows with the square of the longest run without a sentence end (98 s for one
 line of 100,000 Han characters), so a text is first cut into blocks of at most ``BLOCK`` characters at
@@ -35,6 +38,7 @@ from .errors import InputError
 
 DEFAULT_MODE = "passages"
 LIBRARY = "semantic-text-splitter"
+DEFAULT_OVERLAP = 0.5              # of max_tokens, when overlap is not given (see the module doc)
 BLOCK = 1000                       # characters handed to the splitter at once (see the module doc)
 _CUTS = ("。！？!?", "\n", "，、；：,;:")  # block cuts, preferred first
 
@@ -45,7 +49,7 @@ class PassageSplitter:
     ``spans(text)`` -> ``[(start, end), ...]`` character offsets, in order. Parameters are stored as
     given; what :meth:`bind` derives ends in ``_``."""
 
-    def __init__(self, mode: str = DEFAULT_MODE, max_tokens: int | None = None, overlap: int = 0):
+    def __init__(self, mode: str = DEFAULT_MODE, max_tokens: int | None = None, overlap: int | None = None):
         self.mode = mode
         self.max_tokens = max_tokens
         self.overlap = overlap
@@ -55,7 +59,7 @@ class PassageSplitter:
         """The rule recorded in a manifest; an index built before passages existed truncates."""
         if not desc:
             return cls("truncate")
-        return cls(desc.get("mode", "truncate"), desc.get("max_tokens"), int(desc.get("overlap", 0)))
+        return cls(desc.get("mode", "truncate"), desc.get("max_tokens"), int(desc.get("overlap") or 0))
 
     def validate(self) -> "PassageSplitter":
         """Check the parameters (errors quote the value); ``bind`` calls it too."""
@@ -78,8 +82,9 @@ class PassageSplitter:
             raise InputError(f"passage max_tokens {self.max_tokens} exceeds the encoder's window of {window} "
                              f"tokens (max_length {max_length} less {special} special tokens)")
         self.max_tokens_ = int(self.max_tokens or window)
-        if self.overlap >= self.max_tokens_:
-            raise InputError(f"passage overlap {self.overlap} must be smaller than max_tokens {self.max_tokens_}")
+        self.overlap_ = int(self.max_tokens_ * DEFAULT_OVERLAP) if self.overlap is None else self.overlap
+        if self.overlap_ >= self.max_tokens_:
+            raise InputError(f"passage overlap {self.overlap_} must be smaller than max_tokens {self.max_tokens_}")
         self.tokenizer_ = tokenizer
         self.splitter_ = None
         if self.splits:
@@ -92,7 +97,7 @@ class PassageSplitter:
                 raise InputError("passages need a fast (Rust) Hugging Face tokenizer; this model's is "
                                  f"{type(tokenizer).__name__} — use --split truncate")
             self.splitter_ = TextSplitter.from_huggingface_tokenizer(backend, self.max_tokens_,
-                                                                     overlap=self.overlap, trim=False)
+                                                                     overlap=self.overlap_, trim=False)
         return self
 
     def spans(self, text: str) -> list[tuple[int, int]]:
@@ -112,7 +117,8 @@ class PassageSplitter:
         return [len(ids) for ids in enc]
 
     def describe(self) -> dict:
-        d = {"mode": self.mode, "max_tokens": getattr(self, "max_tokens_", self.max_tokens), "overlap": self.overlap}
+        d = {"mode": self.mode, "max_tokens": getattr(self, "max_tokens_", self.max_tokens),
+             "overlap": getattr(self, "overlap_", self.overlap) if self.splits else 0}
         if self.splits:
             d["library"] = LIBRARY
             d["version"] = _version()
@@ -142,7 +148,7 @@ def _check(mode, max_tokens, overlap) -> None:
         raise InputError(f"split mode {mode!r} is not one of {', '.join(MODES)}")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0):
         raise InputError(f"passage max_tokens must be a positive integer, got {max_tokens!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+    if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0):
         raise InputError(f"passage overlap must be a non-negative integer, got {overlap!r}")
 
 

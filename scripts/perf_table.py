@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
-         "lexical", "calibration", "compressed")  # known benchmarks first, in this order; others after, by file name
+         "lexical", "calibration", "compressed", "documents")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def render_encode(res: dict) -> list[str]:
              f"{c['threads']} threads unless stated, {c['rounds']} rounds, all sides in one process, interleaved "
              f"every {c.get('interleave_chunk', c['sentences']):,} sentences (medians over rounds). Spearman ×100 "
              "of cosine vs label; in brackets the change in points against plain sentence-transformers.")
-    lines = [f"### Encoding: {c['model']} on CPU", "", intro, ""]
+    lines = [f"### Encoding: {c['model']} on {res.get('machine', {}).get('cpu', 'CPU')}", "", intro, ""]
     lines += _table(head, rows)
     t = res.get("targets", {})
     notes = []
@@ -412,7 +412,13 @@ def render_writes(res: dict) -> list[str]:
     return out
 
 
-RENDERERS = {"compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
+def render_documents(res: dict) -> list[str]:
+    from perf_documents import render_documents as render
+
+    return render(res, _table, machine_line)
+
+
+RENDERERS = {"documents": render_documents, "compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
              "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes,
              "calibration": render_calibration}

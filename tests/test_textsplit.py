@@ -24,6 +24,8 @@ def tokenizer():
 
 
 def _bound(tokenizer, **kw):
+    """A splitter without overlap unless asked (passages then tile the text)."""
+    kw.setdefault("overlap", 0)
     return PassageSplitter(**kw).bind(tokenizer, MAX_LENGTH)
 
 
@@ -42,11 +44,13 @@ SENTENCES = ["今天上海的天气晴朗，气温二十度左右。", "你知�
              "花呗的还款日是每月九号；逾期会产生罚息。", "He said: this is fine! ", "def f(x): return x * 2\n"]
 
 
-def test_default_window_is_max_length_less_special_tokens(tokenizer):
-    sp = _bound(tokenizer)
+def test_defaults_window_less_special_tokens_and_half_overlap(tokenizer):
+    sp = PassageSplitter().bind(tokenizer, MAX_LENGTH)
     assert sp.max_tokens_ == MAX_LENGTH - 2  # [CLS] and [SEP]
-    assert sp.describe() == {"mode": "passages", "max_tokens": 62, "overlap": 0, "library": "semantic-text-splitter",
+    assert sp.overlap is None and sp.overlap_ == 31  # half the window, measured on CMRC 2018 trial
+    assert sp.describe() == {"mode": "passages", "max_tokens": 62, "overlap": 31, "library": "semantic-text-splitter",
                              "version": sp.describe()["version"]}
+    assert PassageSplitter(max_tokens=20).bind(tokenizer, MAX_LENGTH).overlap_ == 10
 
 
 def test_every_passage_fits_and_the_passages_tile_the_text(tokenizer):

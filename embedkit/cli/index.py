@@ -47,7 +47,7 @@ class BuildSpec:
     normalize: str = "none"
     split: str | None = None           # None: passages (--engine local), truncate (--engine ray)
     passage_tokens: int | None = None
-    passage_overlap: int = 0
+    passage_overlap: int | None = None
 
     @property
     def milvus(self) -> bool:
@@ -101,8 +101,9 @@ build_options = grouped(
                       "truncate (its first --max-length tokens only; --engine ray's only mode)."),
     click.option("--passage-tokens", type=click.IntRange(min=1), default=None,
                  help="passages: tokens per passage (default: --max-length less the special tokens)."),
-    click.option("--passage-overlap", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="passages: tokens each passage repeats from the end of the previous one."),
+    click.option("--passage-overlap", type=click.IntRange(min=0), default=None,
+                 help="passages: tokens each passage repeats from the end of the previous one "
+                      "(default: half of --passage-tokens, chosen on CMRC 2018; see the README)."),
     click.option("--lexical", is_flag=True,
                  help="Also index Chinese words (BM25) for --mode lexical|hybrid search."),
     click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -145,7 +146,7 @@ def index_build(corpus: Path, output: Path, *, build: BuildSpec, corpus_spec: Co
     if engine.ray and build.normalize != "none":
         raise click.BadParameter("--engine ray encodes raw texts; build with --engine local to use --normalize",
                                  param_hint="--normalize")
-    if engine.ray and (build.split == "passages" or build.passage_tokens or build.passage_overlap):
+    if engine.ray and (build.split == "passages" or build.passage_tokens or build.passage_overlap is not None):
         raise click.BadParameter("--engine ray reads each document whole up to --max-length; passages are split "
                                  "and encoded by --engine local (or pass --split truncate)", param_hint="--split")
     if engine.ray:

@@ -50,10 +50,10 @@ def build_index(cls, directory, docs: Iterable[Doc], *, encoder=None, model: str
                 chunk_size: int = DEFAULT_CHUNK, batch_size: int | None = None,
                 show_progress_bar: bool | None = None, runtime: str = "torch", device: str | None = None,
                 expected_size: int | None = None, split: str = "passages", passage_tokens: int | None = None,
-                passage_overlap: int = 0, **options):
+                passage_overlap: int | None = None, **options):
     """Encode ``docs`` chunk by chunk and build. ``split``: ``passages`` (a document longer than the
     encoder's window becomes passages of at most ``passage_tokens`` tokens, ``passage_overlap`` of them
-    shared with the previous one; see :mod:`embedkit.textsplit`) or ``truncate`` (read up to
+    shared with the previous one, by default half; see :mod:`embedkit.textsplit`) or ``truncate`` (read up to
     ``max_length`` tokens). ``options``: see :func:`build_from_batches`."""
     from ..encoder import Encoder
     from ..textsplit import PassageSplitter
