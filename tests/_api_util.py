@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,16 @@ class Server:
                 self.proc.wait(timeout=10)
         self._log.close()
         return self.proc.returncode
+
+
+@contextmanager
+def serving(index_dir: Path, log_path: Path, *args: str, env: dict | None = None):
+    """A ready ``Server`` for the ``with`` block, stopped after it."""
+    srv = Server(index_dir, log_path, *args, env=env)
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
 
 
 def assert_error(resp: httpx.Response, status: int, type_: str | None = None, *contains: str) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from ._api_util import Server, assert_error
+from ._api_util import assert_error, serving
 from .conftest import ROOT
 from .test_passages_index import NEEDLE, NEEDLE_QUERY, _long_docs
 
@@ -39,11 +39,8 @@ def long_index(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(long_index, tmp_path_factory):
-    srv = Server(long_index[0], tmp_path_factory.mktemp("api-passages-log") / "server.log", "--backend", "torch")
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with serving(long_index[0], tmp_path_factory.mktemp("api-passages-log") / "server.log", "--backend", "torch") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +78,11 @@ def test_add_get_delete_a_long_document(client, long_index):
     assert hits[0]["id"] == doc.id and hits[0]["passage"]["end"] == len(doc.text)  # its last passage was indexed
     assert client.delete(f"/documents/{doc.id}").json() == {"deleted": 1, "id": doc.id, "count": 7}
     assert_error(client.get(f"/documents/{doc.id}"), 404)
+    big = "".join(x.text for x in long_index[1])[:6000]  # past --max-chars (4096), within --max-document-chars
+    r = client.post("/documents", json={"documents": [{"id": "big", "text": big}]})
+    assert r.status_code == 201 and client.get("/documents/big").json()["text"] == big
+    assert client.delete("/documents/big").status_code == 200
+    assert_error(client.post("/search", json={"query": big}), 422, None, "at most 4096 characters")
     ids = {h["id"] for h in client.post("/search", json={"query": tail, "top_k": 7, "unit": "passages"}).json()[
         "results"][0]["hits"]}
     assert doc.id not in ids  # none of its passages is left

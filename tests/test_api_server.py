@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from ._api_util import Server, assert_error, demo_docs
+from ._api_util import Server, assert_error, demo_docs, serving
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,10 @@ def index_dir(tmp_path_factory, m3e_encoder):
 def server(index_dir, tmp_path_factory):
     # --backend torch: these tests pin the server's vectors to the library's fp32 torch vectors (1e-4);
     # the default ("auto") is tested against the same oracle in test_serve_default_runtime.
-    srv = Server(index_dir, tmp_path_factory.mktemp("api-log") / "server.log", "--backend", "torch",
-                 "--max-texts", str(MAX_TEXTS),
-                 "--max-chars", str(MAX_CHARS), "--max-body-bytes", str(MAX_BODY), "--max-top-k", str(MAX_TOP_K))
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with serving(index_dir, tmp_path_factory.mktemp("api-log") / "server.log", "--backend", "torch",
+                 "--max-texts", str(MAX_TEXTS), "--max-chars", str(MAX_CHARS), "--max-body-bytes", str(MAX_BODY),
+                 "--max-top-k", str(MAX_TOP_K)) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

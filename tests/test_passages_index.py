@@ -142,7 +142,8 @@ def test_passage_rules_and_bad_input(m3e_encoder, tmp_path, caplog):
     m = p.info()
     assert m["passages"]["max_tokens"] == 32 and m["passages"]["overlap"] == 8
     assert m["passages"]["split_documents"] == 3 and m["count"] == 5 and m["rows"] > 3 * 10
-    assert p.search("短句", 1)[0][0].passage == {"index": 0, "start": 0, "end": 2, "text": "短句"}
+    assert p.search("短句", 1)[0][0].passage is None  # read whole: no passage to point at
+    assert p.search("短句", 1, unit="passages")[0][0].passage == {"index": 0, "start": 0, "end": 2, "text": "短句"}
     with pytest.raises(InputError, match="unit 'passages' needs mode 'dense'"):
         p.search("问题", 3, unit="passages", mode="lexical")
     with pytest.raises(InputError, match="unit 'pages' is not one of documents, passages"):

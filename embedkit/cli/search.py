@@ -88,8 +88,9 @@ def format_hits(query: str, hits) -> str:
         prob = "" if getattr(h, "probability", None) is None else \
             f"  p={h.probability:.2f}{' match' if h.match else ''}"
         p = getattr(h, "passage", None)
-        if p is not None and (p["start"], p["end"]) != (0, len(h.text)):  # a document: show its best passage
-            where = f"passage {p['index']} [{p['start']}:{p['end']}] of {len(h.text)} chars"
+        if p is not None:  # a document's best passage, or (--unit passages) the passage itself
+            where = f"passage {p['index']} [{p['start']}:{p['end']}]" + \
+                ("" if h.text == p["text"] else f" of {len(h.text)} chars")
             lines.append(f"  {rank:>2}. {h.score:.4f}{prob}  [{h.id}]  {p['text']}  ({where}){meta}")
         else:
             lines.append(f"  {rank:>2}. {h.score:.4f}{prob}  [{h.id}]  {h.text}{meta}")

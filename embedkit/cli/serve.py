@@ -35,7 +35,9 @@ def _service(module: str):
 @click.option("--max-texts", type=click.IntRange(min=1), default=256, show_default=True,
               help="Texts (queries, inputs, documents) per request.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Characters per text.")
+              help="Characters per query or text to encode.")
+@click.option("--max-document-chars", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Characters per document added with POST /documents (split into passages when long).")
 @click.option("--max-top-k", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=2 * 1024 * 1024, show_default=True)
 @click.option("--search-threads", type=click.IntRange(min=1), default=1, show_default=True,

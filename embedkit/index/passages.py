@@ -141,7 +141,8 @@ class DocTexts:
 
 def to_documents(row: list[tuple], k: int, texts: DocTexts) -> list[tuple]:
     """One query's passage rows (best first) -> up to ``k`` ``(score, doc id, text, metadata, passage)``,
-    each document once, at its best passage's score."""
+    each document once, at its best passage's score; ``passage`` is None for a document read whole
+    (one row: the passage would be the text itself)."""
     out, seen = [], set()
     for score, rid, text, meta in row:
         did = doc_id_of(rid)
@@ -149,7 +150,8 @@ def to_documents(row: list[tuple], k: int, texts: DocTexts) -> list[tuple]:
             continue
         seen.add(did)
         doc_text = texts(rid, text)
-        out.append((score, did, doc_text, user_metadata(meta), passage_of(rid, text, meta, doc_text)))
+        split = KEY_SPAN in (meta or {})
+        out.append((score, did, doc_text, user_metadata(meta), passage_of(rid, text, meta, doc_text) if split else None))
         if len(out) >= k:
             break
     return out

@@ -18,7 +18,8 @@ class Hit:
     metadata: dict | None = None
     probability: float | None = None   # P(similar) from the index's calibration (dense scores only)
     match: bool | None = None          # score at or above the calibration's threshold
-    passage: dict | None = None        # the best passage: {"index", "start", "end", "text"} (passage indexes)
+    passage: dict | None = None        # the passage that scored, {"index", "start", "end", "text"}: for a
+    #                                    document read as several passages (always with unit="passages")
 
     def to_dict(self) -> dict:
         d = asdict(self)

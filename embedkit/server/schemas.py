@@ -162,7 +162,7 @@ def make_schemas(s: Settings) -> Schemas:
     class DocumentIn(_Strict):
         id: Annotated[str, Field(strict=True, min_length=1, max_length=256, json_schema_extra={"pattern": NOT_BLANK}),
                       AfterValidator(_not_blank)]
-        text: Text
+        text: text_type(s.max_document_chars)
         metadata: dict[str, Any] | None = None
 
     class AddDocumentsRequest(_Strict):
@@ -206,8 +206,9 @@ class HitOut(BaseModel):
     metadata: dict[str, Any] | None = None
     probability: float | None = Field(None, description="Calibrated P(similar); only on a calibrated index.")
     match: bool | None = Field(None, description="score at or above the calibrated threshold; with probability.")
-    passage: PassageOut | None = Field(None, description="The passage that scored (an index built with passages): "
-                                                         "for highlighting, `text[start:end]` of the document.")
+    passage: PassageOut | None = Field(None, description="The passage that scored, for a document read as several "
+                                                         "passages (always with unit=passages): for highlighting, "
+                                                         "`text[start:end]` of the document.")
 
 
 class PairScore(BaseModel):

@@ -28,7 +28,8 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     # request limits
     max_texts: int = 256           # texts (queries, inputs, documents) in one request
-    max_chars: int = 4096          # characters in one text
+    max_chars: int = 4096          # characters in one text (a query, an input to encode)
+    max_document_chars: int = 100_000  # characters in one document (POST /documents; split into passages)
     max_top_k: int = 100
     max_body_bytes: int = 2 * 1024 * 1024
     max_filter_fields: int = 16
@@ -55,9 +56,9 @@ class Settings:
         object.__setattr__(self, "index_dir", Path(self.index_dir))
         if self.api_key is not None and not str(self.api_key).strip():
             object.__setattr__(self, "api_key", None)
-        _positive = ("max_texts", "max_chars", "max_top_k", "max_body_bytes", "max_filter_fields", "max_batch",
-                    "max_batch_tokens",
-                     "max_queue", "retry_after_s", "workers", "worker_threads", "search_threads")
+        _positive = ("max_texts", "max_chars", "max_document_chars", "max_top_k", "max_body_bytes", "max_filter_fields",
+                     "max_batch", "max_batch_tokens", "max_queue", "retry_after_s", "workers", "worker_threads",
+                     "search_threads")
         for name in _positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
