@@ -108,7 +108,7 @@ class EmbedIndex(IndexReads):
                                               device=device)
                 store = _open_store(directory, gen, manifest)
             except IndexFormatError:
-                if attempt < 4 and dirs.current_key(directory) != key:
+                if attempt < 4 and (dirs.current_key(directory) != key or dirs.moved_on(directory, gen)):
                     continue
                 raise
             return cls(directory, manifest, qp, store, gen, key)
@@ -138,7 +138,7 @@ class EmbedIndex(IndexReads):
                                                                device=self.query_path.device)
                 store = _open_store(self.directory, gen, manifest, previous=self.store)
             except IndexFormatError:
-                if attempt < 4 and dirs.current_key(self.directory) != key:
+                if attempt < 4 and (dirs.current_key(self.directory) != key or dirs.moved_on(self.directory, gen)):
                     continue
                 raise
             self._state = (manifest, store, gen, key)

@@ -43,19 +43,38 @@ def current_generation(directory: Path) -> Path:
     if not cur.is_file():
         raise IndexFormatError(f"{str(directory)!r} is not a complete embedkit index (no {CURRENT} file; "
                                "an interrupted first build leaves this state — build it again)")
-    name = cur.read_text(encoding="utf-8", errors="replace").strip()
-    if not GEN.match(name) or not (directory / name).is_dir():
-        raise IndexFormatError(f"{cur} names generation {name!r}, which is missing or invalid")
-    return directory / name
+    for _ in range(100):
+        name = _current_name(cur)
+        if GEN.match(name) and (directory / name).is_dir():
+            return directory / name
+        if not GEN.match(name) or _current_name(cur) == name:
+            break  # still naming it: really missing (a writer committed since otherwise: read again)
+    raise IndexFormatError(f"{cur} names generation {name!r}, which is missing or invalid")
+
+
+def _current_name(cur: Path) -> str:
+    try:
+        return cur.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+
+
+def moved_on(directory: Path, gen: Path) -> bool:
+    """Whether ``CURRENT`` names another generation than ``gen`` now (a writer committed since it was read;
+    compared by name: ``CURRENT``'s stat can repeat within the file system's timestamp granularity)."""
+    return _current_name(Path(directory) / CURRENT) != gen.name
 
 
 def current_key(directory: Path):
-    """A cheap fingerprint of ``CURRENT`` (changes whenever another process commits)."""
+    """A cheap fingerprint of ``CURRENT`` (changes whenever another process commits): its stat and the
+    generation it names (a stat alone can repeat: inode numbers are reused and two commits can fall
+    within one timestamp tick)."""
+    cur = Path(directory) / CURRENT
     try:
-        st = os.stat(Path(directory) / CURRENT)
+        st = os.stat(cur)
     except FileNotFoundError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_size, _current_name(cur))
 
 
 @contextlib.contextmanager
