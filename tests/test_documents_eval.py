@@ -108,3 +108,10 @@ def test_cli_writes_the_table_and_json(small_squad, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "embedkit.cli", "eval", "--documents", str(small_squad), "--read",
                           "pages"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode != 0 and "setting 'pages' is not truncate" in bad.stderr
+
+
+def test_settings_keep_the_index_defaults_unless_given():
+    assert parse_setting("passages") == {"label": "passages", "split": "passages", "passage_tokens": None,
+                                         "passage_overlap": None}
+    assert parse_setting("passages:32:8")["passage_overlap"] == 8
+    assert parse_setting("truncate:512") == {"label": "truncate:512", "split": "truncate", "max_length": 512}

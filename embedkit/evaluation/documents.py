@@ -123,7 +123,7 @@ def parse_setting(spec: str) -> dict:
         return {"label": spec, "split": "truncate", "max_length": nums[0] if nums else None}
     if name == "passages" and len(nums) <= 2:
         return {"label": spec, "split": "passages", "passage_tokens": nums[0] if nums else None,
-                "passage_overlap": nums[1] if len(nums) > 1 else 0}
+                "passage_overlap": nums[1] if len(nums) > 1 else None}
     raise InputError(f"setting {spec!r} is not truncate[:MAX_LENGTH] or passages[:TOKENS[:OVERLAP]]")
 
 
