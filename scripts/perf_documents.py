@@ -34,3 +34,12 @@ def render_documents(res: dict, table, machine_line) -> list[str]:
             f"{t['target']} {t['value']} (goal {'≤' if 'gap' in t['target'] or 'build' in t['target'] else '≥'} "
             f"{t['goal']}): **{'met' if t['met'] else 'missed'}**" for t in res["targets"]) + ".", ""]
     return out + [machine_line(res)]
+
+
+def render_overlap(res: dict, table, machine_line) -> list[str]:
+    rows = [[f"`{r['setting']}`", f"{r['mrr@10']:.2f}",
+             "—" if r.get("vectors_per_doc") is None else f"{r['vectors_per_doc']:.2f}"] for r in res["rows"]]
+    return ["### Long documents: passage size and overlap (CMRC 2018 trial, dense)", "",
+            "How the default was chosen, on trial (the dev table above is the report). `passages:TOKENS:OVERLAP`; "
+            f"{res['choice']}. Rows without vectors/doc were read from the log of an interrupted run.", "",
+            *table(["setting", "MRR@10", "vectors/doc"], rows), "", machine_line(res)]

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
-         "lexical", "calibration", "compressed", "documents")  # known benchmarks first, in this order; others after, by file name
+         "lexical", "calibration", "compressed", "documents", "documents_overlap")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -418,7 +418,13 @@ def render_documents(res: dict) -> list[str]:
     return render(res, _table, machine_line)
 
 
-RENDERERS = {"documents": render_documents, "compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
+def render_overlap(res: dict) -> list[str]:
+    from perf_documents import render_overlap as render
+
+    return render(res, _table, machine_line)
+
+
+RENDERERS = {"documents": render_documents, "documents_overlap": render_overlap, "compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
              "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes,
              "calibration": render_calibration}
