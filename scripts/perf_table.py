@@ -76,8 +76,8 @@ RUNTIME_NOTE = {
     "onnx-int8-static": "ONNX Runtime, static int8 (calibrated QDQ)",
     "openvino": "OpenVINO, fp32",
     "openvino-int8": "OpenVINO, static int8 (calibrated QDQ)",
-    "torch-bf16": "PyTorch under bf16 autocast, Linear weights in bf16 (AMX)",
-    "openvino-bf16": "OpenVINO, bf16 inference precision (AMX); what `auto` picks here",
+    "torch-bf16": "PyTorch under bf16 autocast, Linear weights in bf16 (native with AMX / AVX512-BF16)",
+    "openvino-bf16": "OpenVINO, bf16 inference precision (native with AMX / AVX512-BF16; what `auto` picks there)",
 }
 
 
