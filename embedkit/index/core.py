@@ -81,8 +81,10 @@ class EmbedIndex(IndexReads):
     def __len__(self) -> int:
         """Documents (a document split into passages counts once)."""
         self.refresh()
-        if self.store.LOCAL or not self.has_passages:
-            return int(self.manifest.get("documents", self.store.count())) if self.store.LOCAL else int(self.store.count())
+        if self.store.LOCAL:  # the manifest counts documents at each commit (older ones: rows = documents)
+            return int(self.manifest.get("documents", self.store.count()))
+        if not self.has_passages:
+            return int(self.store.count())
         from .passages import KEY_PASSAGE
 
         return int(self.store.count(Filter.parse({KEY_PASSAGE: None})))
