@@ -22,11 +22,10 @@ to half of ``max_tokens`` (:data:`DEFAULT_OVERLAP`: on CMRC 2018 trial, MRR@10 r
 no overlap to 97.50 at 32 of 62 tokens and 97.63 at 40, then fell to 97.44 at 48; half is within
 0.13 of the best with 6% fewer vectors — ``scripts/bench_documents.py`` reports the dev set).
 
-The splitter's cost grows with the square of the longest run without a sentence end (98 s for one
-line of 100,000 Han characters), so a text is first cut into blocks of at most ``BLOCK`` characters at
-the last sentence end (else line break, else clause mark ``，、；：,;:``) in the block's second half, and
-each block is split on its own: a block boundary is also a passage boundary (overlap does not cross
-it), which costs nothing where the cut falls at a sentence end.
+The splitter's cost grows with the square of the longest run without a sentence end, so a text is
+first cut into blocks of at most ``BLOCK`` characters at the last sentence end (else line break, else
+clause mark ``，、；：,;:``) in the block's second half, and each block is split on its own: a block
+boundary is also a passage boundary (overlap does not cross it), which costs nothing where the cut falls at a sentence end.
 """
 
 from __future__ import annotations
