@@ -9,12 +9,12 @@ with MinMax ranges, signed weights per output channel with reduce_range (7 bits)
 norms, softmax, GELU and the feed-forward down-projections stay float32.
 
 * reduce_range: on x86 CPUs without VNNI (AVX2 only), u8 x s8 products go through ``vpmaddubsw``,
-  whose int16 pair sums saturate with full-range weights (m3e-small: min cosine to fp32 0.73 on
-  STS-B sentences, for ONNX Runtime and OpenVINO alike); 7-bit weights cannot saturate, on any CPU.
+  whose int16 pair sums saturate with full-range weights (ONNX Runtime and OpenVINO alike lost 3-4
+  Spearman points on such a CPU); 7-bit weights cannot saturate, on any CPU.
 * the down-projections (MatMuls fed by the activation function): the GELU output is mostly near
-  zero with a long positive tail (calibrated range about [-0.2, 26] in m3e-small), too coarse at
-  8 bits; left in float, min cosine to fp32 rises from 0.973 to 0.995 and STS-B Spearman from
-  -0.7 to within 0.1 of fp32.
+  zero with a long positive tail, too coarse for 8 bits; with reduce_range alone a probe still lost
+  close to a point, with both the runtimes stay within 0.5 points (``scripts/bench_encode.py``,
+  ``scripts/benchmarks/encode_avx2.json``: min cosine to fp32 0.994-0.995).
 """
 
 from __future__ import annotations
