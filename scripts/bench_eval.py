@@ -13,9 +13,14 @@ Prints the ratios and writes scripts/benchmarks/eval_overhead.json.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from benchlib import machine_info, now_utc  # noqa: E402
+
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
                                    "reduce_score_s": res2["timings"]["reduce_score_s"],
                                    "report_s": res2["timings"]["report_s"]},
         "spearman_x100": {c["task"]: round(c["spearman"] * 100, 2) for c in res["cells"]},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": machine_info(), "date": now_utc(), "command": "python scripts/bench_eval.py " + " ".join(sys.argv[1:]),
         "versions": res["versions"],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

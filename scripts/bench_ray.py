@@ -10,10 +10,15 @@ Writes scripts/benchmarks/ray.json. Timings are wall-clock on this machine (2 co
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from benchlib import machine_info, now_utc  # noqa: E402
+
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -89,7 +94,7 @@ def main() -> None:
     result = {
         "corpus": "unique sentences of STS-B.test + LCQMC.test (shared/data/sts-zh)", "sentences": n,
         "model": "m3e-small", "max_length": 64, "batch_size": args.batch_size, "ray_workers": args.workers,
-        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, shared with other jobs",
+        "machine": machine_info(), "date": now_utc(), "command": "python scripts/bench_ray.py " + " ".join(sys.argv[1:]),
         "single_process": {"model_load_s": round(load_s, 2), "encode_s": round(single_s, 2),
                            "sentences_per_s": round(n / single_s, 1)},
         "ray_local": {"ray_init_s": round(init_s, 2), "job_s": round(ray_s, 2),

@@ -271,21 +271,21 @@ def render_eval_overhead(res: dict) -> list[str]:
             f"{res['what']}: encoding {res['encode_s']:.0f} s for {res['n_sentences_encoded']:,} sentences, "
             f"everything else {res['overhead_s']:.1f} s = **{res['overhead_ratio']:.2%}** of encoding "
             f"(target < {res['target_ratio']:.0%}). With whitening, PCA and JL at 256 on cached vectors: "
-            f"{res['with_3_reducers_cached']['overhead_ratio_vs_encode']:.1%}. "
-            "*Command:* `python scripts/bench_eval.py`"]
+            f"{res['with_3_reducers_cached']['overhead_ratio_vs_encode']:.1%}.", "",
+            machine_line(res, res.get("command", "python scripts/bench_eval.py"))]
 
 
 def render_ray(res: dict) -> list[str]:
     sp, ray = res["single_process"], res["ray_local"]
     return ["### Ray encoding (local, one machine)", "",
-            f"{res['sentences']:,} {res['corpus']}, {res['model']}, batch {res['batch_size']}, {res['machine']}.", "",
+            f"{res['sentences']:,} {res['corpus']}, {res['model']}, batch {res['batch_size']}.", "",
             *_table(["engine", "sentences/s", "overhead"], [
                 ["single process", _num(sp["sentences_per_s"]), f"model load {sp['model_load_s']:.1f} s"],
                 [f"Ray, {res['ray_workers']} actors", _num(ray["sentences_per_s_end_to_end"]),
                  f"ray.init {ray['ray_init_s']:.1f} s + {ray['per_job_overhead_s']:.1f} s per job"]], "lrl"), "",
             f"Vectors equal single-process output (max abs difference {res['max_abs_diff_vs_single_process']:.1e}). "
-            "On one 2-core machine Ray only adds overhead; it pays off across a cluster. "
-            "*Command:* `python scripts/bench_ray.py`"]
+            "On one 2-core machine Ray only adds overhead; it pays off across a cluster.", "",
+            machine_line(res, res.get("command", "python scripts/bench_ray.py"))]
 
 
 def render_calibration(res: dict) -> list[str]:
@@ -459,7 +459,10 @@ def build_markdown(folder: Path) -> str:
             unknown.append(path.name)
             continue
         try:
-            lines += render(res) + [""]
+            block = render(res)
+            if not any("*Machine:*" in line for line in block) and isinstance(res.get("machine"), dict):
+                block += ["", machine_line(res)]  # every table names the CPU it was measured on
+            lines += block + [""]
         except (KeyError, TypeError) as e:
             print(f"perf_table: cannot render {path.name} ({type(e).__name__}: {e})", file=sys.stderr)
             unknown.append(path.name)
