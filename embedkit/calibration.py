@@ -3,7 +3,12 @@
 :class:`Calibrator` is fitted on labelled pairs (0/1 labels, or a graded scale cut at
 ``positive_label``) and learns
 
-* ``threshold_``: the score at or above which a pair matches, maximising F1 (or accuracy);
+* ``threshold_``: the score at or above which a pair matches. By default (objective ``probability``)
+  **a pair matches when its calibrated P(similar) is at least 0.5** ("more likely than not the same");
+  it is never less accurate on the fitted pairs than the better constant answer (always "yes" or always
+  "no"; a cut that would be falls back to that answer). Objectives ``f1`` and ``accuracy`` instead choose
+  the cut maximising that metric on the pairs (F1 favours recall: on a task the encoder barely
+  separates, it may match almost everything);
 * a monotone map score -> P(similar): isotonic regression or Platt scaling (scikit-learn).
 
 It is stored as JSON (no pickle) with the query path it was fitted for (a dict such as
@@ -26,7 +31,7 @@ from .fsutil import atomic_write_json, read_json
 FORMAT = "embedkit-calibration"
 FORMAT_VERSION = 1
 METHODS = ("isotonic", "platt")
-OBJECTIVES = ("f1", "accuracy")
+OBJECTIVES = ("probability", "f1", "accuracy")  # probability: match = P(similar) >= 0.5
 MIN_PAIRS = 20
 
 
@@ -89,8 +94,8 @@ def best_threshold(scores, y, objective: str = "f1") -> tuple[float, float]:
     pairs, placed midway between the last matching and the next lower score; the highest cut wins ties."""
     from sklearn.metrics import roc_curve
 
-    if objective not in OBJECTIVES:
-        raise InputError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if objective not in ("f1", "accuracy"):
+        raise InputError(f"objective {objective!r} is not one of f1, accuracy")
     s, y = _scores(scores), np.asarray(y, dtype=np.int64)
     fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
     P, N = int(y.sum()), int(len(y) - y.sum())
@@ -158,15 +163,39 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _probability_cut(s: np.ndarray, p: np.ndarray) -> float:
+    """The score cut equivalent to "P(similar) >= 0.5" on the fitted scores (P is non-decreasing in the
+    score for isotonic and for Platt with a positive slope): midway between the highest score below 0.5
+    and the lowest at or above it."""
+    distinct = np.unique(s)
+    yes = s[p >= 0.5]
+    if yes.size == 0:
+        return float(np.nextafter(distinct[-1], np.inf))  # nothing matches
+    lo = float(yes.min())
+    below = distinct[distinct < lo]
+    return (lo + float(below[-1])) / 2 if below.size else lo
+
+
+def _no_worse_than_constant(s: np.ndarray, y: np.ndarray, cut: float) -> float:
+    """``cut``, unless always answering "no" (a cut above every score) or always "yes" (at or below every
+    score) is more accurate on these pairs: then that answer's cut."""
+    acc = float(np.mean((s >= cut) == (y == 1)))
+    pos = float(np.mean(y == 1))
+    if acc >= max(pos, 1 - pos):
+        return cut
+    return float(s.min()) if pos > 0.5 else float(np.nextafter(s.max(), np.inf))
+
+
 class Calibrator:
-    """``Calibrator(method="isotonic"|"platt", objective="f1"|"accuracy", positive_label=None)``.
+    """``Calibrator(method="isotonic"|"platt", objective="probability"|"f1"|"accuracy", positive_label=None)``.
 
     ``fit(scores, labels, query_path=None)`` learns ``threshold_`` and the score -> P(similar) map;
-    ``predict_proba(scores)`` gives P(similar) per score (1-D), ``match(scores)`` score >= threshold_.
+    ``predict_proba(scores)`` gives P(similar) per score (1-D), ``match(scores)`` score >= threshold_
+    (objective ``probability``: the lowest score whose P(similar) is at least 0.5).
     ``save(path)`` / ``Calibrator.load(path)``: one JSON file; ``check_compatible(query_path)`` refuses
     a calibration fitted for another query path."""
 
-    def __init__(self, method: str = "isotonic", objective: str = "f1", positive_label: float | None = None):
+    def __init__(self, method: str = "isotonic", objective: str = "probability", positive_label: float | None = None):
         self.method = method
         self.objective = objective
         self.positive_label = positive_label
@@ -181,7 +210,8 @@ class Calibrator:
         if len(s) != len(y):
             raise InputError(f"got {len(s)} scores and {len(y)} labels; they must pair up")
         check_binary(y)
-        self.threshold_, self.objective_value_ = best_threshold(s, y, self.objective)
+        if self.objective != "probability":
+            self.threshold_, self.objective_value_ = best_threshold(s, y, self.objective)
         if self.method == "isotonic":
             from sklearn.isotonic import IsotonicRegression
 
@@ -193,13 +223,16 @@ class Calibrator:
 
             lr = LogisticRegression(C=np.inf).fit(s[:, None], y)
             self.coef_, self.intercept_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        if self.objective == "probability":
+            self.threshold_ = _no_worse_than_constant(s, y, _probability_cut(s, self.predict_proba(s)))
+            self.objective_value_ = float(np.mean((s >= self.threshold_) == (y == 1)))  # its accuracy
         self.n_pairs_, self.n_positive_ = len(y), int(y.sum())
         self.query_path_ = None if query_path is None else dict(query_path)
         self.fit_metrics_ = classification_metrics(s, y, self.threshold_, self.predict_proba(s))
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_"):
+        if not hasattr(self, "n_pairs_") and not hasattr(self, "x_thresholds_") and not hasattr(self, "coef_"):
             from .errors import NotFittedError
 
             raise NotFittedError("this Calibrator is not fitted yet: call fit(scores, labels) first")

@@ -7,8 +7,8 @@ POOLINGS = ("model", "cls", "pooler", "last-avg", "first-last-avg")
 RUNTIMES = ("torch", "onnx", "onnx-int8", "onnx-int8-static", "openvino", "openvino-int8", "torch-bf16",
             "openvino-bf16")
 DEFAULT_RUNTIME = "torch"
-# "auto": where the hardware computes bf16 natively (AMX / AVX512-BF16 CPUs, CUDA) openvino-bf16 (CPU, when
-# OpenVINO is installed) or torch-bf16, else torch (embedkit.runtimes.hardware.choose_auto)
+# "auto": the fastest installed runtime within 0.5 Spearman points of fp32, measured on this machine once per
+# model and cached (embedkit.runtimes.measure)
 AUTO_RUNTIME = "auto"
 RUNTIME_CHOICES = (*RUNTIMES, AUTO_RUNTIME)  # what --backend accepts
 SERVE_DEFAULT_RUNTIME = AUTO_RUNTIME  # embedkit serve: the fastest runtime within 0.5 Spearman points here

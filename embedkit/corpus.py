@@ -155,6 +155,15 @@ def iter_corpus(path: str | os.PathLike, *, fmt: str | None = None, text_field: 
             raise InputError(f"{path}:{lineno}: empty id")
         if doc_id in seen:
             raise InputError(f"{path}:{lineno}: duplicate id {doc_id!r}; ids must be unique")
+        from .index.validate import check_metadata, check_utf8
+
+        try:  # lone surrogates (JSON's \ud800 escapes), NaN, Infinity or too deep: name the line
+            check_utf8(f"document id {doc_id!r}", doc_id)
+            check_utf8(f"the text of document {doc_id!r}", text)
+            if meta is not None:
+                check_metadata(doc_id, meta)
+        except InputError as e:
+            raise InputError(f"{path}:{lineno}: {e}") from None
         seen.add(doc_id)
         stats.read += 1
         yield Doc(doc_id, text, meta)

@@ -59,7 +59,9 @@ class Encoder:
 
     ``backend`` names the runtime (:data:`embedkit.runtimes.RUNTIME_NAMES`, or ``"module:Class"``);
     ``threads`` is the runtime's intra-op thread count (``None``: the library default), applied to its
-    own session or around its forward pass only.
+    own session or around its forward pass only. ``backend="auto"`` measures the installed runtimes on
+    this machine once (cached) and runs the fastest within ``auto_bound`` Spearman points of fp32
+    (:mod:`embedkit.runtimes.measure`); :attr:`auto_decision` holds that table.
 
     >>> enc = Encoder("../shared/models/m3e-small", pooling="first-last-avg")
     >>> enc.encode(["今天天气不错", "明天会下雨吗"]).shape
@@ -68,7 +70,8 @@ class Encoder:
 
     def __init__(self, model: str | os.PathLike | None = None, *, pooling: str = "model",
                  max_length: int = 64, batch_size: int = 32, device: str | None = None,
-                 normalize: bool = True, backend: str = DEFAULT_RUNTIME, threads: int | None = None):
+                 normalize: bool = True, backend: str = DEFAULT_RUNTIME, threads: int | None = None,
+                 auto_bound: float = 0.5):
         check_pooling(pooling)
         _positive_int("max_length", max_length)
         _positive_int("batch_size", batch_size)
@@ -80,6 +83,7 @@ class Encoder:
         self.normalize = normalize
         self.backend = backend
         self.threads = threads
+        self.auto_bound = auto_bound
         self._dim = None
         import torch
         from sentence_transformers import SentenceTransformer
@@ -89,7 +93,13 @@ class Encoder:
         self.st = SentenceTransformer(self.model_name, device=self.device, local_files_only=local)
         self.st.max_seq_length = max_length
         self.st.eval()
-        self.runtime = make_runtime(backend, self)
+        self.runtime = make_runtime(backend, self, auto_bound=auto_bound)
+
+    @property
+    def auto_decision(self):
+        """For ``backend="auto"``: the :class:`embedkit.runtimes.measure.Decision` (choice, measured table,
+        cached or not); otherwise None."""
+        return getattr(self.runtime, "auto_decision", None)
 
     # -- properties ---------------------------------------------------------------------------
     @property

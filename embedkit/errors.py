@@ -19,3 +19,8 @@ class IndexFormatError(EmbedkitError):
 
 class ModelNotFoundError(EmbedkitError):
     """No encoder could be found at the given path / id, or no default is installed."""
+
+
+class IndexRebuiltError(InputError):
+    """A write was prepared against an index that another writer rebuilt (``--overwrite``) or re-embedded
+    before it could commit: nothing was written; load the index again (or refresh) and retry."""

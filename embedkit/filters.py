@@ -21,8 +21,10 @@ import re
 from collections.abc import Mapping
 
 from .errors import InputError
+from .textcheck import check_utf8
 
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 class Filter:
@@ -47,6 +49,11 @@ class Filter:
                                  f"got {type(value).__name__}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise InputError(f"filter value for {field!r} must be finite, got {value!r}")
+            if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+                raise InputError(f"filter value for {field!r} is {value}, beyond the 64-bit integers "
+                                 f"({_INT64[0]} .. {_INT64[1]}) that metadata numbers can hold")
+            if isinstance(value, str):
+                check_utf8(f"filter value for {field!r}", value)
             items.append((field, value))
         return cls(tuple(items))
 

@@ -77,6 +77,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         raise
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/embedkit/<parts>`` (default ``~/.cache/embedkit/<parts>``): where embedkit keeps
+    what it derives on this machine (exported graphs, measured runtime choices). Not created here."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "embedkit", *parts)
+
+
 def read_json(path: str | os.PathLike, what: str):
     """Parse a JSON file that embedkit wrote; a missing or damaged file is an IndexFormatError."""
     from .errors import IndexFormatError

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +283,7 @@ class BM25Index:
 
         idf_fn, tfc_fn = _select_idf_scorer(self.method), _select_tfc_scorer(self.method)
         n, avg = max(1, stats["n_docs"]), stats["avgdl"] or 1.0
-        q = [t for t in dict.fromkeys(query_tokens) if t]
+        q = [t for t in query_tokens if t]  # a repeated query word counts each time, as bm25s scores the base
         idf = {t: idf_fn(stats["df"].get(t, 0), N=n) for t in q}
         out = np.zeros(len(doc_tokens), dtype=np.float32)
         for j, toks in enumerate(doc_tokens):
@@ -368,8 +369,8 @@ class BM25Index:
         try:
             with np.load(gen / "tokens.npz", allow_pickle=False) as z:
                 ids, flat, offsets, vocab = z["ids"], z["flat"], z["offsets"], z["vocab"]
-        except (OSError, KeyError, ValueError) as e:
-            raise IndexFormatError(f"lexical index tokens in {gen} are missing or corrupt: {e}") from None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise IndexFormatError(f"lexical tokens {gen / 'tokens.npz'} are missing or corrupt: {str(e)[:200]}") from None
         self = cls(**meta["params"])
         self._check_params()
         n = int(meta.get("n_docs", -1))
@@ -388,8 +389,8 @@ class BM25Index:
         if len(flat):
             try:
                 self._bm = bm25s.BM25.load(gen / "bm25s", show_progress=False)
-            except (OSError, ValueError) as e:
-                raise IndexFormatError(f"bm25s matrix in {gen} is missing or corrupt: {e}") from None
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                raise IndexFormatError(f"bm25s matrix {gen / 'bm25s'} is missing or corrupt: {str(e)[:200]}") from None
         worded = np.flatnonzero(np.diff(self._offsets) > 0)
         # the matrix holds the documents with words (an index saved before that rule holds all of them)
         self._worded = worded if self._bm is None or self._bm.scores["num_docs"] != n else np.arange(n)

@@ -16,17 +16,6 @@ RESULTS_DIR = REPO / "scripts" / "benchmarks"
 SHARED = REPO.parent / "shared"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _ram_gib() -> float | None:
     try:
         with open("/proc/meminfo", encoding="utf-8") as f:
@@ -38,25 +27,12 @@ def _ram_gib() -> float | None:
     return None
 
 
-def _cpu_flags() -> list[str]:
-    want = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [w for w in want if w in have]
-    except OSError:
-        pass
-    return []
-
-
 def machine_info(**versions_of) -> dict:
     """CPU model, logical cores, RAM, OS, Python and the given package versions, plus the date."""
+    from embedkit.runtimes.hardware import cpu_identity
+
     info = {
-        "cpu": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
-        "cores": os.cpu_count(),
+        **cpu_identity(),
         "ram_gib": _ram_gib(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),

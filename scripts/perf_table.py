@@ -3,7 +3,8 @@
 
     python scripts/perf_table.py            # rewrite the block between the perf markers in README.md
     python scripts/perf_table.py --stdout   # only print the generated Markdown
-    python scripts/perf_table.py --check    # exit 1 if README.md's block is out of date
+    python scripts/perf_table.py --check    # exit 1 if README.md's block is out of date, or a result
+                                            # names no CPU, or mixes CPUs without a note saying so
 
 The block is everything between ``<!-- perf:begin -->`` and ``<!-- perf:end -->``; text outside it is
 left alone. Without a README.md (or without the markers) the Markdown is printed to stdout.
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "scripts" / "benchmarks"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 ORDER = ("encode", "search", "writes", "demo", "build_memory", "serve", "eval_overhead", "ray", "retrieval",
-         "lexical", "calibration", "compressed", "documents", "documents_overlap")  # known benchmarks first, in this order; others after, by file name
+         "lexical", "calibration", "compressed", "documents", "documents_overlap", "open", "reembed", "faults", "soak", "reader_lock")  # known benchmarks first, in this order; others after, by file name
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
@@ -68,6 +69,18 @@ def machine_line(res: dict, command: str | None = None) -> str:
     return f"*Machine:* {', '.join(parts)}. *Measured:* {date}. *Command:* `{command}`"
 
 
+def cpu_kind(machine: dict) -> str:
+    """What decides the int8 / bf16 kernels, in words: AMX, AVX-512 VNNI, or AVX2 only."""
+    flags = set(machine.get("cpu_flags") or ())
+    if not flags:
+        return "CPU flags not recorded"
+    if {"amx_bf16", "amx_int8"} & flags:
+        return "AMX" + (" + AVX512-BF16" if "avx512_bf16" in flags else "")
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "AVX-512 VNNI, no AMX or bf16" if "avx512_vnni" in flags else "AVX-VNNI, no AMX or bf16"
+    return "AVX2 only: no AVX-512, VNNI or bf16" if "avx2" in flags else ", ".join(sorted(flags))
+
+
 # -- renderers -------------------------------------------------------------------------------------
 RUNTIME_NOTE = {
     "torch": "PyTorch (default)",
@@ -77,7 +90,8 @@ RUNTIME_NOTE = {
     "openvino": "OpenVINO, fp32",
     "openvino-int8": "OpenVINO, static int8 (calibrated QDQ)",
     "torch-bf16": "PyTorch under bf16 autocast, Linear weights in bf16 (native with AMX / AVX512-BF16)",
-    "openvino-bf16": "OpenVINO, bf16 inference precision (native with AMX / AVX512-BF16; what `auto` picks there)",
+    "openvino-bf16": "OpenVINO, bf16 inference precision (native with AMX / AVX512-BF16)",
+    "auto": "the runtime `auto` measured as fastest within 0.5 points here",
 }
 
 
@@ -121,7 +135,8 @@ def render_encode(res: dict) -> list[str]:
              f"{c['threads']} threads unless stated, {c['rounds']} rounds, all sides in one process, interleaved "
              f"every {c.get('interleave_chunk', c['sentences']):,} sentences (medians over rounds). Spearman ×100 "
              "of cosine vs label; in brackets the change in points against plain sentence-transformers.")
-    lines = [f"### Encoding: {c['model']} on {res.get('machine', {}).get('cpu', 'CPU')}", "", intro, ""]
+    m = res.get("machine", {})
+    lines = [f"### Encoding: {c['model']} on {m.get('cpu', 'CPU')} ({cpu_kind(m)})", "", intro, ""]
     lines += _table(head, rows)
     t = res.get("targets", {})
     notes = []
@@ -133,6 +148,16 @@ def render_encode(res: dict) -> list[str]:
         notes.append(f"fast path ≥ 2× within 0.5 Spearman points: **{'met' if f['met'] else 'not met'}** "
                      f"(best within 0.5 points: `{f['best_side']}`, {_ratio(f['measured'])}, "
                      f"worst change {_num(f['worst_delta'], 2)} points)")
+    if "auto_choice" in t:
+        a = t["auto_choice"]
+        notes.append(f"`auto` chose `{a['choice']}`: {_ratio(a['measured'])} the speed of the fastest runtime within "
+                     f"0.5 points here (`{a['fastest_within_bound']}`), target ≥ 0.95×: "
+                     f"**{'met' if a['met'] else 'missed'}**")
+    if "auto_first_use" in t:
+        a = t["auto_first_use"]
+        notes.append(f"`auto` first use on this machine (exporting every graph, then measuring): "
+                     f"{a['measured']:.1f} s, target ≤ 15 s: **{'met' if a['met'] else 'missed'}**; measured again "
+                     f"with the graphs exported: {a['graphs_exported_s']:.1f} s")
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     note = res.get("machine", {}).get("note")
@@ -412,6 +437,36 @@ def render_writes(res: dict) -> list[str]:
     return out
 
 
+def render_faults(res: dict) -> list[str]:
+    from perf_reliability import render_faults as render
+
+    return render(res, _table, machine_line)
+
+
+def render_soak(res: dict) -> list[str]:
+    from perf_reliability import render_soak as render
+
+    return render(res, _table, machine_line)
+
+
+def render_reembed(res: dict) -> list[str]:
+    from perf_reembed import render_reembed as render
+
+    return render(res, _table, machine_line)
+
+
+def render_reader_lock(res: dict) -> list[str]:
+    from perf_reader_lock import render_reader_lock as render
+
+    return render(res, _table, machine_line)
+
+
+def render_open(res: dict) -> list[str]:
+    from perf_open import render_open as render
+
+    return render(res, _table, machine_line)
+
+
 def render_documents(res: dict) -> list[str]:
     from perf_documents import render_documents as render
 
@@ -424,10 +479,23 @@ def render_overlap(res: dict) -> list[str]:
     return render(res, _table, machine_line)
 
 
-RENDERERS = {"documents": render_documents, "documents_overlap": render_overlap, "compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
+def render_finetune(res: dict) -> list[str]:
+    from perf_finetune import render_finetune as render
+
+    return render(res, _table, machine_line)
+
+
+def render_finetune_cmrc(res: dict) -> list[str]:
+    from perf_finetune import render_finetune_cmrc as render
+
+    return render(res, _table, machine_line)
+
+
+RENDERERS = {"finetune": render_finetune, "finetune_cmrc": render_finetune_cmrc, "open": render_open, "documents": render_documents, "documents_overlap": render_overlap, "compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
              "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes,
-             "calibration": render_calibration}
+             "calibration": render_calibration, "reader_lock": render_reader_lock, "reembed": render_reembed,
+             "faults": render_faults, "soak": render_soak}
 
 
 # -- assembly --------------------------------------------------------------------------------------
@@ -446,6 +514,35 @@ def load_results(folder: Path) -> list[tuple[str, dict, Path]]:
     return found
 
 
+def _machines(obj, where: str = "") -> list[tuple[str, dict]]:
+    """Every ``machine`` record in a result, with where it sits (a run merged from another machine
+    carries its own)."""
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "machine" and isinstance(v, dict):
+                out.append((where + "/machine", v))
+            else:
+                out += _machines(v, f"{where}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _machines(v, f"{where}[{i}]")
+    return out
+
+
+def cpu_problems(res: dict, name: str) -> list[str]:
+    """Why a result cannot be shown as one CPU's numbers: it names no CPU, or it holds runs from more
+    than one CPU (model or kernel flags) and no ``mixed_cpus`` note says so."""
+    found = _machines(res)
+    if not found or not any(m.get("cpu") for _, m in found):
+        return [f"{name}: names no CPU (record machine_info() from scripts/benchlib.py)"]
+    kinds = {(m.get("cpu"), tuple(m.get("cpu_flags") or ())) for _, m in found}
+    if len(kinds) > 1 and not res.get("mixed_cpus"):
+        where = ", ".join(f"{w} = {m.get('cpu')} [{' '.join(m.get('cpu_flags') or ())}]" for w, m in found)
+        return [f"{name}: mixes CPUs without a 'mixed_cpus' note saying so ({where})"]
+    return []
+
+
 def build_markdown(folder: Path) -> str:
     results = load_results(folder)
     rel = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
@@ -462,6 +559,8 @@ def build_markdown(folder: Path) -> str:
             block = render(res)
             if not any("*Machine:*" in line for line in block) and isinstance(res.get("machine"), dict):
                 block += ["", machine_line(res)]  # every table names the CPU it was measured on
+            if res.get("mixed_cpus"):
+                block += ["", f"*Mixed CPUs:* {res['mixed_cpus']}"]
             lines += block + [""]
         except (KeyError, TypeError) as e:
             print(f"perf_table: cannot render {path.name} ({type(e).__name__}: {e})", file=sys.stderr)
@@ -487,6 +586,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     block = build_markdown(Path(args.results).resolve())
+    problems = [p for name, res, path in load_results(Path(args.results).resolve()) for p in cpu_problems(res, path.name)]
+    for problem in problems:
+        print(f"perf_table: {problem}", file=sys.stderr)
+    if args.check and problems:
+        return 1
     readme = Path(args.readme)
     if args.stdout or not readme.is_file():
         if not args.stdout:

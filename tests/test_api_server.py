@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ._api_util import Server, assert_error, demo_docs, serving
+from .conftest import M3E
 
 pytestmark = pytest.mark.slow
 
@@ -85,20 +86,31 @@ def test_health_info_and_page(client, index_dir):
 
 
 def test_serve_default_runtime(index_dir, m3e_encoder, tmp_path):
-    """With no --backend the server runs "auto": torch-bf16 on a CPU with native bf16, else torch. It says
-    which in /info, and its vectors stay within bf16 rounding of the library's fp32 vectors."""
-    from embedkit.runtimes.hardware import resolve_auto
+    """With no --backend the server runs "auto": the fastest runtime within 0.5 Spearman points of fp32,
+    measured on this machine (or read from the cache). /info names it and shows the table; its vectors
+    are the library's vectors for that runtime, and close to fp32."""
+    from embedkit.encoder import Encoder
+    from embedkit.runtimes.measure import Measurement
 
     texts = ["花呗怎么还款", "信用卡额度太低能调高吗", "今天天气很好", "我想查一下我的借款记录"]
     srv = Server(index_dir, tmp_path / "server.log").wait_ready()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as c:
-            assert c.get("/info").json()["backend"] == resolve_auto("cpu")
+            info = c.get("/info").json()
             got = np.array([d["embedding"] for d in c.post("/v1/embeddings", json={"input": texts}).json()["data"]])
     finally:
         srv.stop()
+    auto = info["auto"]
+    assert info["backend"] == auto["choice"] and auto["bound"] == 0.5
+    rows = {m["name"]: m for m in auto["measurements"]}
+    chosen = Measurement(**{**rows[auto["choice"]], "spearman": None, "seconds": 0.0})
+    assert chosen.qualifies(0.5)
+    assert all(m["sentences_per_s"] <= chosen.sentences_per_s for m in rows.values()
+               if Measurement(**{**m, "spearman": None, "seconds": 0.0}).qualifies(0.5))
+    same = Encoder(str(M3E), backend=auto["choice"]).encode(texts)
+    assert (got * same).sum(1).min() > 0.999  # the served vectors are that runtime's vectors
     cos = (got * m3e_encoder.encode(texts)).sum(1)
-    assert cos.min() > 0.9995, cos
+    assert cos.min() > 0.99, cos
 
 
 def test_search_single_query(client):

@@ -293,7 +293,11 @@ def test_settings_validate_and_hide_the_key(monkeypatch, tmp_path):
     monkeypatch.setenv("EMBEDKIT_API_KEY", "k1")
     s = Settings.from_env(tmp_path)
     assert s.api_key == "k1" and "k1" not in repr(s) and "api_key" not in s.public() and s.public()["auth"]
-    assert Settings(tmp_path, api_key="  ").api_key is None
+    assert Settings(tmp_path, api_key="").api_key is None  # no key given
+    for bad, why in (("  ", "only whitespace"), (" k1 ", "leading or trailing"), ("clé", "U\\+00E9"),
+                     ("a b", "U\\+0020")):
+        with pytest.raises(InputError, match=why):  # issue 19: refused at start, never a silent auth change
+            Settings(tmp_path, api_key=bad)
 
 
 def test_settings_travel_through_the_environment(tmp_path):

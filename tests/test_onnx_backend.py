@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx  # noqa: F401  (installed by the dev extra; a missing one must fail, not skip)
@@ -114,21 +115,22 @@ def test_cache_key_separates_quantisation_and_opset(onnx_cache, monkeypatch):
     assert onnx_export.cache_key(enc, outs, names, variant="fp32") != k_fp32
 
 
-def test_read_only_model_dir_uses_user_cache(tmp_path, monkeypatch):
+def test_exports_go_to_the_user_cache_never_into_the_model_dir(tmp_path, monkeypatch):
+    """A model folder is input: a writable copy of the model gets no onnx/ folder; the export lands in
+    $XDG_CACHE_HOME/embedkit/onnx/<key>/ (issue 19: 290 MB appeared inside a shared model folder)."""
+    import shutil
+
     monkeypatch.delenv("EMBEDKIT_ONNX_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    os.chmod(model_dir, 0o555)
-    try:
-        class FakeEnc:
-            model_name = str(model_dir)
-
-        assert onnx_export.cache_dir(FakeEnc, "k") == tmp_path / "xdg" / "embedkit" / "onnx" / "k"
-        os.chmod(model_dir, 0o755)
-        assert onnx_export.cache_dir(FakeEnc, "k") == model_dir / "onnx" / "embedkit-k"
-    finally:
-        os.chmod(model_dir, 0o755)
+    shutil.copytree(TINY, model_dir)
+    os.chmod(model_dir, 0o755)
+    before = sorted(p.relative_to(model_dir) for p in model_dir.rglob("*"))
+    assert onnx_export.cache_dir("k") == tmp_path / "xdg" / "embedkit" / "onnx" / "k"
+    enc = Encoder(str(model_dir), device="cpu", backend="onnx")
+    assert Path(enc.runtime.path).is_relative_to(tmp_path / "xdg" / "embedkit" / "onnx")
+    assert Path(enc.runtime.path).is_file()
+    assert sorted(p.relative_to(model_dir) for p in model_dir.rglob("*")) == before
 
 
 def test_missing_onnxruntime_names_the_extra(monkeypatch):

@@ -109,31 +109,6 @@ def test_m3e_bf16_runtimes_close_to_fp32_torch(onnx_cache, m3e_encoder, backend)
     assert enc.describe()["backend"] == backend and enc.runtime.describe()["precision"] in ("bf16", "bf16-autocast")
 
 
-def test_auto_runtime_picks_by_hardware_and_records_the_choice(tiny_encoder):
-    import openvino
-    import torch
-
-    from embedkit.runtimes.hardware import choose_auto, resolve_auto
-
-    # the decision table
-    assert choose_auto("cpu", openvino_bf16=True, torch_bf16=True) == "openvino-bf16"
-    assert choose_auto("cpu", openvino_bf16=False, torch_bf16=True) == "torch-bf16"
-    assert choose_auto("cpu", openvino_bf16=False, torch_bf16=False) == "torch"
-    assert choose_auto("cuda:0", openvino_bf16=True, torch_bf16=True) == "torch-bf16"  # OpenVINO runs on CPUs
-    assert choose_auto(None, openvino_bf16=True, torch_bf16=False) == "openvino-bf16"
-    # this machine, against the libraries' own capability reports (asked here independently)
-    ov_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    torch_bf16 = bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    want = "openvino-bf16" if ov_bf16 else ("torch-bf16" if torch_bf16 else "torch")
-    enc = Encoder(str(TINY), backend="auto")
-    assert enc.backend == "auto"  # the parameter is kept; the choice is the runtime's name
-    assert enc.runtime_name == resolve_auto("cpu") == want
-    assert enc.describe()["backend"] == want
-    np.testing.assert_allclose(enc.encode(TEXTS), tiny_encoder.encode(TEXTS), atol=2e-2)
-    with pytest.raises(InputError, match=r"backend 'fast' is not one of torch, .*openvino-bf16, auto"):
-        Encoder(str(TINY), backend="fast")
-
-
 def test_static_int8_graph_is_cached_and_reused(onnx_cache, monkeypatch):
     from embedkit.runtimes import calibration
 
@@ -226,20 +201,3 @@ def test_local_model_loads_without_offline_env_and_sets_none(tmp_path):
                        check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "OK (1, 128) None None" in r.stdout
-
-
-def test_auto_falls_back_to_torch_when_openvino_cannot_take_the_model(monkeypatch, caplog):
-    from embedkit.runtimes import hardware, openvino_runtime
-
-    def fail(self, encoder):
-        raise RuntimeError("cannot export this graph")
-
-    monkeypatch.setattr(hardware, "resolve_auto", lambda device: "openvino-bf16")
-    monkeypatch.setattr(openvino_runtime.OpenVINOBF16Runtime, "__init__", fail)
-    with caplog.at_level("WARNING", logger="embedkit.runtimes"):
-        enc = Encoder(str(TINY), backend="auto")
-    want = "torch-bf16" if hardware.torch_native_bf16("cpu") else "torch"
-    assert enc.runtime_name == want and enc.describe()["backend"] == want
-    assert "openvino-bf16 is unavailable" in caplog.text and "cannot export this graph" in caplog.text
-    with pytest.raises(RuntimeError, match="cannot export"):  # asked for by name, it fails loudly
-        Encoder(str(TINY), backend="openvino-bf16")

@@ -1,6 +1,6 @@
 """The ``embedkit`` command line: one click group; results to stdout, logs to stderr.
 
-One module per command group (encode, index, search, eval, serve, demo), shared options in ``options``.
+One module per command group (encode, index, search, eval, serve, demo, calibrate, finetune), shared options in ``options``.
 Subcommands are imported lazily so ``embedkit --help`` never imports torch or faiss."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ COMMANDS = {
     "serve": ("embedkit.cli.serve:serve", "Serve an index over HTTP (REST search, OpenAI embeddings)."),
     "demo": ("embedkit.cli.demo:demo", "Build an index over the bundled Chinese corpus and query it."),
     "calibrate": ("embedkit.cli.calibrate:calibrate", "Fit calibrated similarity probabilities on labelled pairs."),
+    "runtimes": ("embedkit.cli.runtimes:runtimes", "Measure the encoder runtimes here; show what --backend auto runs."),
+    "finetune": ("embedkit.cli.finetune:finetune", "Fine-tune the encoder on labelled pairs (kept only if it beats the base)."),
 }
 
 

@@ -16,8 +16,11 @@ from .options import backend_option
               help="Labelled pairs, sentence1<TAB>sentence2<TAB>label (0/1, or a graded scale with --positive-label).")
 @click.option("--method", type=click.Choice(["isotonic", "platt"]), default="isotonic", show_default=True,
               help="Score -> P(similar) map: isotonic regression or Platt scaling (scikit-learn).")
-@click.option("--objective", type=click.Choice(["f1", "accuracy"]), default="f1", show_default=True,
-              help="What the decision threshold (`match`) maximises on the pairs.")
+@click.option("--objective", type=click.Choice(["probability", "f1", "accuracy"]), default="probability",
+              show_default=True,
+              help="When `match` is true: probability = calibrated P(similar) >= 0.5 (never less accurate on "
+                   "the pairs than always answering yes or always no); f1 / accuracy = the score cut "
+                   "maximising that metric on the pairs.")
 @click.option("--positive-label", type=float, default=None,
               help="Graded labels: pairs labelled at or above this count as similar (e.g. 4 on STS-B's 0-5).")
 @backend_option()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..constants import INDEX_HELP, METRICS, REDUCE_HELP, SPLIT_MODES, TEXT_NORMALIZATIONS
+from ..constants import INDEX_HELP, METRICS, POOLINGS, REDUCE_HELP, SPLIT_MODES, TEXT_NORMALIZATIONS
 from .options import (
     CorpusSpec,
     EncoderSpec,
@@ -216,6 +216,32 @@ def index_add(directory: Path, corpus: Path, backend: str, device: str | None, *
     click.echo(json.dumps(dict(_summary(idx), added=n), ensure_ascii=False))
 
 
+@index.command("reembed")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", "-m", required=True, help="The new model directory (e.g. one `embedkit finetune` wrote).")
+@click.option("--pooling", type=click.Choice(POOLINGS), default=None, help="Default: the index's.")
+@click.option("--max-length", type=click.IntRange(min=1), default=None, help="Default: the index's.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--tune-pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Labelled pairs to re-tune the hybrid weight / auto reducer on (default: the pairs they were tuned on).")
+@click.option("--no-recalibrate", is_flag=True, help="Drop a calibration instead of fitting it again on its pairs file.")
+@backend_option()
+@click.option("--device", default=None)
+def index_reembed(directory: Path, model: str, pooling: str | None, max_length: int | None, batch_size: int | None,
+                  tune_pairs: Path | None, no_recalibrate: bool, backend: str, device: str | None):
+    """Re-encode every document of DIRECTORY with another model while the index keeps serving, take the
+    writes committed meanwhile, and switch to it atomically (a running `embedkit serve` follows)."""
+    from ..index import EmbedIndex
+    from ..index.reembed import reembed_index
+
+    _, summary = reembed_index(EmbedIndex, directory, model=model, pooling=pooling, max_length=max_length,
+                               backend=backend, device=device, batch_size=batch_size, tune_pairs=tune_pairs,
+                               recalibrate=not no_recalibrate)
+    if summary.get("calibration_dropped"):
+        log.warning("%s", summary["calibration_dropped"])
+    click.echo(json.dumps(summary, ensure_ascii=False))
+
+
 @index.command("delete")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("ids", nargs=-1, required=True)
@@ -233,9 +259,14 @@ def index_delete(directory: Path, ids: tuple[str, ...]):
 def index_info(directory: Path):
     """Print an index's manifest (model, pooling, reducer, metric, FAISS factory, count, segments and
     deletions pending compaction, bytes per vector...) as JSON."""
-    from ..index import EmbedIndex
+    from ..index.summary import read_info
 
-    click.echo(json.dumps(EmbedIndex.load(directory).info(), ensure_ascii=False, indent=2))
+    info = read_info(directory)
+    if info is None:  # rows in a server (Milvus): open the index and ask it
+        from ..index import EmbedIndex
+
+        info = EmbedIndex.load(directory).info()
+    click.echo(json.dumps(info, ensure_ascii=False, indent=2))
 
 
 @index.command("compact")

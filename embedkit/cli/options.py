@@ -112,8 +112,13 @@ def grouped(spec_cls, name: str, *options):
     return decorator
 
 
-def backend_option(**kwargs):
-    return click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default=DEFAULT_RUNTIME, **kwargs)
+#: the environment variable that forces a runtime for every command (``--backend`` wins over it)
+RUNTIME_ENVVAR = "EMBEDKIT_RUNTIME"
+
+
+def backend_option(default: str = DEFAULT_RUNTIME, **kwargs):
+    return click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default=default, envvar=RUNTIME_ENVVAR,
+                        **kwargs)
 
 
 corpus_options = grouped(
@@ -129,7 +134,8 @@ corpus_options = grouped(
 
 encoder_options = grouped(
     EncoderSpec, "encoder",
-    backend_option(show_default=True, help="Execution backend (onnx: exported once, cached)."),
+    backend_option(show_default=True, help="Execution backend (env EMBEDKIT_RUNTIME; onnx: exported once, cached; "
+                                          "auto: measured here, see `embedkit runtimes`)."),
     click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
     click.option("--max-length", type=click.IntRange(min=1), default=64, show_default=True),

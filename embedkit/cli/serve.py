@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..constants import RUNTIME_CHOICES, SERVE_DEFAULT_RUNTIME
+from ..constants import SERVE_DEFAULT_RUNTIME
+from .options import backend_option
 
 SERVICE = "embedkit.server"  # the service package (its modules settings and app; its logger): the one place it is named
 
@@ -44,9 +45,10 @@ def _service(module: str):
               help="OpenMP threads per FAISS search (concurrent requests search in parallel anyway).")
 @click.option("--worker-threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads for searches and index writes (the encoder has its own).")
-@click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default=SERVE_DEFAULT_RUNTIME, show_default=True,
-              help="Encoder runtime; auto = openvino-bf16 (or torch-bf16 without OpenVINO) where the CPU computes "
-                   "bf16 natively, else torch.")
+@backend_option(default=SERVE_DEFAULT_RUNTIME, show_default=True,
+                help="Encoder runtime (env EMBEDKIT_RUNTIME); auto = the fastest installed runtime within 0.5 "
+                     "Spearman points of fp32, measured on this machine once per model and cached "
+                     "(`embedkit runtimes` shows the table).")
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--model-name", default=None, help="Model name reported by /v1/embeddings (default: the "
                                                  "model directory's name).")

@@ -17,6 +17,7 @@ from .tables import (
     auto_grid_table,
     auto_table,
     classification_table,
+    compare_table,
     fit_note,
     fmt,
     grid_table,
@@ -152,6 +153,10 @@ def render_html(results: dict, published_rows: list[dict], plots: dict[str, byte
     for split in splits(results):
         h, rows = grid_table(results, split)
         parts += [f"<h2>Spearman × 100, {e(split)} split</h2>", _html_table(h, rows)]
+        h, rows = compare_table(results, split)
+        if rows:
+            parts += [f"<h2>Models compared: Spearman × 100 difference from the first model, {e(split)} split</h2>",
+                      _html_table(h, rows)]
     for title, (h, rows) in (("Reducer chosen by auto (on the valid split's labels)", auto_table(results)),
                              ("The auto grid: valid Spearman × 100 of every candidate (* = chosen)",
                               auto_grid_table(results)),

@@ -60,6 +60,38 @@ def grid_table(results: dict, split: str) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def compare_table(results: dict, split: str) -> tuple[list[str], list[list[str]]]:
+    """Models side by side: for each model after the first, Spearman × 100 minus the first model's on
+    every task and average, same pooling and reducer (e.g. base vs fine-tuned). No rows for one model."""
+    tasks = results["settings"]["tasks"]
+    models = list(dict.fromkeys(c["model"] for c in results["cells"]))
+    if len(models) < 2:
+        return [], []
+    names = {c["model"]: c["model_name"] for c in results["cells"]}
+    cell = {(c["model"], c["pooling"], c["reducer"], c["task"]): c["spearman"] for c in results["cells"]
+            if c["split"] == split}
+    avg = {(a["model"], a["pooling"], a["reducer"]): a["spearman_avg"] for a in results["averages"]
+           if a["split"] == split}
+    first = models[0]
+    combos = list(dict.fromkeys((c["pooling"], c["reducer"]) for c in results["cells"]))
+
+    def delta(a, b) -> str:
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+            return "—"
+        return f"{(a - b) * 100:+.2f}"
+
+    header = ["model", f"vs {names[first]}", "pooling", "reducer"] + tasks + ["avg"]
+    rows = []
+    for m in models[1:]:
+        for p, r in combos:
+            if (m, p, r) not in avg and not any((m, p, r, t) in cell for t in tasks):
+                continue
+            rows.append([names[m], names[first], p, r]
+                        + [delta(cell.get((m, p, r, t)), cell.get((first, p, r, t))) for t in tasks]
+                        + [delta(avg.get((m, p, r)), avg.get((first, p, r)))])
+    return header, rows
+
+
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -136,6 +168,10 @@ def markdown_tables(results: dict) -> str:
     for split in splits(results):
         h, rows = grid_table(results, split)
         out += [f"## Spearman × 100, {split} split", "", md_table(h, rows), ""]
+        h, rows = compare_table(results, split)
+        if rows:
+            out += [f"## Models compared: Spearman × 100 difference from the first model, {split} split", "",
+                    md_table(h, rows), ""]
     h, rows = auto_table(results)
     if rows:
         out += ["## Reducer chosen by auto (on the valid split's labels)", "", md_table(h, rows), ""]

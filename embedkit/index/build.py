@@ -28,18 +28,30 @@ DEFAULT_FIT_SAMPLE = 50_000   # documents the reducer is fitted on
 METRICS = ("cosine", "ip", "l2")
 
 
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
 def check_docs(docs: list[Doc], seen: set[str], *, rows: bool = False) -> None:
     """Ids, texts and metadata of documents (``rows``: of store rows, where a later passage of a document
     has an empty text and an id with U+001F; see :mod:`embedkit.index.passages`)."""
     from .passages import check_user_docs, is_document_row
+    from .validate import check_metadata, check_utf8
 
     if not rows:
         check_user_docs(docs)
     for d in docs:
         if not isinstance(d.id, str) or not d.id:
-            raise InputError(f"document id {d.id!r} must be a non-empty string")
-        if not isinstance(d.text, str) or (not d.text.strip() and not (rows and not is_document_row(d.id))):
+            raise InputError(f"document id {_short(d.id)} must be a non-empty string")
+        if not isinstance(d.text, str):
+            raise InputError(f"the text of document {d.id!r} is a {type(d.text).__name__} ({_short(d.text)}); "
+                             "texts are strings")
+        if not d.text.strip() and not (rows and not is_document_row(d.id)):
             raise InputError(f"document {d.id!r} has empty text")
+        check_utf8(f"document id {d.id!r}", d.id)
+        check_utf8(f"the text of document {d.id!r}", d.text)
+        check_metadata(d.id, d.metadata)
         if d.id in seen:
             raise InputError(f"duplicate id {d.id!r}; ids must be unique")
         seen.add(d.id)
@@ -253,8 +265,8 @@ def prepare_build_dir(directory: Path, overwrite: bool) -> None:
                 raise InputError(f"{str(directory)!r} already holds an index; use --overwrite to replace "
                                  "it or `embedkit index add` to extend it")
         else:
-            stray = [p.name for p in directory.iterdir() if not p.name.startswith(".tmp-gen-")
-                     and not dirs.GEN.match(p.name) and p.name not in (dirs.LOCK, "milvus.db")]
+            stray = [p.name for p in directory.iterdir() if not p.name.startswith((".tmp-gen-", f".{dirs.CURRENT}."))
+                     and not dirs.GEN.match(p.name) and p.name not in (dirs.LOCK, "milvus.db")]  # (a crashed build's)
             if stray:
                 raise InputError(f"output directory {str(directory)!r} is not empty and is not an embedkit "
                                  f"index (it contains {stray[:3]}); choose a new directory")

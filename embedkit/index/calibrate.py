@@ -8,7 +8,7 @@ import shutil
 from . import directory as dirs
 
 
-def calibrate_index(idx, pairs_path, *, method: str = "isotonic", objective: str = "f1",
+def calibrate_index(idx, pairs_path, *, method: str = "isotonic", objective: str = "probability",
                     positive_label: float | None = None) -> dict:
     from ..calibration import Calibrator, read_labelled_pairs
     from .querypaths import CALIBRATION_FILE

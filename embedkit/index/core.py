@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..corpus import Doc, chunked
-from ..errors import IndexFormatError, InputError
+from ..errors import IndexFormatError, IndexRebuiltError, InputError
 from ..filters import Filter
 from ..reducers import Reducer
 from . import directory as dirs
@@ -49,7 +49,8 @@ class EmbedIndex(IndexReads):
         self.directory = Path(directory)
         self.query_path = query_path
         self._state = (manifest, store, generation, key)
-        self._lock = threading.RLock()      # serialises this object's writers and reloads
+        self._lock = threading.RLock()      # serialises this object's writers (never taken by a read)
+        self._swap = threading.Lock()       # installs a new state; never held across I/O or another lock
         self.auto_compact = True
 
     manifest = property(lambda self: self._state[0])
@@ -117,33 +118,40 @@ class EmbedIndex(IndexReads):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def refresh(self) -> bool:
-        """Switch to the latest committed generation if another writer committed one."""
+        """Switch to the latest committed generation if another writer committed one (without waiting
+        for this object's writers, which may be queued on the directory lock)."""
         key = dirs.current_key(self.directory)
         if key == self._state[3] or key is None:
             return False
-        with self._lock:
-            if key == self._state[3]:
-                return False
-            self._reload()
-            return True
+        self._reload()
+        return True
 
     def _reload(self) -> None:
+        """Open the latest generation and install it, unless another thread installed a state meanwhile
+        (compare and swap: a slower reload never replaces a newer state)."""
+        from .querypaths import calibration_from_manifest, query_path_from_manifest
+
         for attempt in range(5):
+            base, qp = self._state, self.query_path
             key = dirs.current_key(self.directory)
             gen = dirs.current_generation(self.directory)
             try:
                 manifest = read_manifest(gen)
-                if manifest.get("build_id") != self.manifest.get("build_id"):
-                    from .querypaths import query_path_from_manifest
-
-                    self.query_path = query_path_from_manifest(gen, manifest, runtime=self.query_path.runtime,
-                                                               device=self.query_path.device)
-                store = _open_store(self.directory, gen, manifest, previous=self.store)
+                cal = qp.calibration
+                if manifest.get("build_id") != base[0].get("build_id"):
+                    qp = query_path_from_manifest(gen, manifest, runtime=qp.runtime, device=qp.device)
+                    cal = qp.calibration
+                elif manifest.get("calibration") != base[0].get("calibration"):  # calibrated elsewhere
+                    cal = calibration_from_manifest(gen, manifest, qp)
+                store = _open_store(self.directory, gen, manifest, previous=base[1])
             except IndexFormatError:
                 if attempt < 4 and (dirs.current_key(self.directory) != key or dirs.moved_on(self.directory, gen)):
                     continue
                 raise
-            self._state = (manifest, store, gen, key)
+            with self._swap:
+                if self._state is base:
+                    self._state, self.query_path = (manifest, store, gen, key), qp
+                    qp.calibration = cal
             return
 
     # -- the query path ---------------------------------------------------------------------------
@@ -173,7 +181,10 @@ class EmbedIndex(IndexReads):
         """Encode and add documents with new ids (all or nothing). Returns how many were added."""
         from .build import check_docs, warn_truncated
         from .passages import expand
+        from .validate import check_chunk_size
 
+        check_chunk_size(chunk_size)
+        self.refresh()  # ids deleted or added by another process since the last read
         splitter = self.query_path.passage_splitter()
         truncated = []
 
@@ -200,18 +211,26 @@ class EmbedIndex(IndexReads):
         check_docs(docs, set())
         return expand(docs, self.query_path.passage_splitter())
 
-    def add_vectors(self, docs: list[Doc], vectors: np.ndarray, *, rows: bool = False) -> int:
+    def add_vectors(self, docs: list[Doc], vectors: np.ndarray, *, rows: bool = False, build_id: str | None = None) -> int:
         """Add documents whose vectors were already computed with :meth:`embed` (``rows``: the rows of
-        :meth:`passages_of`, one vector per passage). Returns the documents added."""
+        :meth:`passages_of`, one vector per passage). Returns the documents added. ``build_id``: the
+        manifest's ``build_id`` when the vectors were computed; if the index was rebuilt or re-embedded
+        since, :class:`embedkit.errors.IndexRebuiltError` is raised and nothing is written."""
         from ..stores.faiss_backend import as_f32
         from .build import check_docs
+        from .validate import check_finite_vectors
 
         vectors = as_f32(vectors, self.dim, "document vectors")
         if len(docs) != vectors.shape[0]:
             raise InputError(f"got {len(docs)} {'rows' if rows else 'documents'} but {vectors.shape[0]} vectors")
         check_docs(docs, set(), rows=rows)
+        check_finite_vectors(vectors, (d.id for d in docs))
+        self.refresh()
+        if build_id is not None and self.manifest.get("build_id") != build_id:
+            raise IndexRebuiltError(f"the index in {str(self.directory)!r} was rebuilt or re-embedded after these "
+                                    "vectors were computed; nothing was written — encode them again")
         self._reject_existing(self.store, docs)
-        return self._add_batches(iter([(list(docs), vectors)]))
+        return self._add_batches(iter([(list(docs), vectors)]), build_id=build_id)
 
     @staticmethod
     def _reject_existing(store, docs) -> None:
@@ -220,11 +239,11 @@ class EmbedIndex(IndexReads):
             raise InputError(f"id {sorted(dup)[0]!r} is already in the index ({len(dup)} duplicate id(s) in "
                              "this batch); nothing was added")
 
-    def _add_batches(self, batches) -> int:
+    def _add_batches(self, batches, build_id: str | None = None) -> int:
         """Add ``(rows, vectors)`` batches; returns the documents added (rows of later passages not counted)."""
         from .passages import is_document_row
 
-        build_id = self.manifest.get("build_id")
+        build_id = build_id or self.manifest.get("build_id")
         if not self.store.LOCAL:
             return self._add_remote(batches)
         tmp = dirs.new_tmp(self.directory)
@@ -279,6 +298,7 @@ class EmbedIndex(IndexReads):
                 require_known(ids, self.store.existing_ids(doc_ids))
                 self.store.delete(rows_of(self.store, ids))
                 return len(ids)
+        self.refresh()  # validate against the latest commit (another process may have added the ids)
         require_known(ids, self.store.existing_ids(doc_ids))  # early, friendly error
         tmp = dirs.new_tmp(self.directory)
         try:
@@ -316,17 +336,21 @@ class EmbedIndex(IndexReads):
 
     def _reload_locked(self, build_id) -> None:
         """Under the lock: adopt the latest committed state; refuse if the index was rebuilt."""
-        if dirs.current_key(self.directory) != self._state[3]:
+        while dirs.current_key(self.directory) != self._state[3]:  # (a racing read may install a staler state)
             self._reload()
         if build_id is not None and self.manifest.get("build_id") != build_id:
-            raise InputError(f"the index in {str(self.directory)!r} was rebuilt by another writer while this "
-                             "change was being prepared; nothing was written — load it again and retry")
+            raise IndexRebuiltError(f"the index in {str(self.directory)!r} was rebuilt by another writer while this "
+                                    "change was being prepared; nothing was written — load it again and retry")
 
     def _commit(self, tmp: Path, store, *, next_iid: int, doc_delta: int = 0) -> None:
         dirs.link_files(self.generation, tmp)
         self._publish(tmp, store, next_iid=next_iid, doc_delta=doc_delta)
         if self.auto_compact and store.needs_compaction(COMPACT_SEGMENTS, COMPACT_FRACTION):
-            self._compact_locked()
+            try:  # the change is committed: a failed compaction must not report it as failed
+                self._compact_locked()
+            except Exception as e:  # noqa: BLE001 - e.g. OSError (disk full); the next write retries
+                log.warning("the change to %s is committed, but the automatic compaction after it failed (%s: %s); "
+                            "the next write retries it", self.directory, type(e).__name__, e)
 
     def _publish(self, tmp: Path, store, *, next_iid: int, doc_delta: int = 0, **extra) -> None:
         documents = int(self.manifest.get("documents", self.manifest.get("count", 0))) + doc_delta
@@ -335,7 +359,8 @@ class EmbedIndex(IndexReads):
         write_manifest(tmp, manifest)
         gen = dirs.publish(self.directory, tmp)
         key = dirs.current_key(self.directory)
-        self._state = (manifest, store, gen, key)
+        with self._swap:
+            self._state = (manifest, store, gen, key)
 
     def add_lexical(self, *, tune_pairs=None) -> None:
         """Add the lexical (BM25) part, compacting first, and set the hybrid fusion weight (tuned on
@@ -343,6 +368,15 @@ class EmbedIndex(IndexReads):
         from .hybrid import add_lexical
 
         add_lexical(self, tune_pairs=tune_pairs)
+
+    def reembed(self, *, encoder=None, model: str | None = None, **kwargs) -> dict:
+        """Re-embed this index's documents with another model while it keeps serving, then switch to
+        it atomically (:func:`embedkit.index.reembed.reembed_index`); returns the summary. This object
+        follows the switch on its next read."""
+        from .reembed import reembed_index
+
+        _, summary = reembed_index(type(self), self.directory, encoder=encoder, model=model, **kwargs)
+        return summary
 
     def check(self) -> list[str]:
         """Verify ids, counts and files across base, segments and deletions; a list of problems."""

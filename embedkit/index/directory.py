@@ -140,8 +140,9 @@ def _alive(pid: int) -> bool:
 
 
 def collect_garbage(directory: Path, live: Path, *, own_tmp: bool = False) -> None:
-    """Remove generations other than ``live`` and temporary directories of dead processes (or, with
-    ``own_tmp``, this process's abandoned ones). Readers that loaded an older generation keep their
+    """Remove generations other than ``live``, temporary directories of dead processes (or, with
+    ``own_tmp``, this process's abandoned ones) and a dead writer's temporary ``CURRENT``. The caller
+    holds the writer lock. Readers that loaded an older generation keep their
     open files: removing a directory entry never disturbs an open file."""
     for p in directory.iterdir():
         if p == live:
@@ -152,6 +153,10 @@ def collect_garbage(directory: Path, live: Path, *, own_tmp: bool = False) -> No
             shutil.rmtree(p, ignore_errors=True)
         elif own_tmp and m and int(m.group(1)) == os.getpid():
             shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(f".{CURRENT}.") and p.name.endswith(".tmp"):
+            # a writer killed while switching CURRENT (only a lock holder writes one, and we hold the lock)
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def dir_size(path: Path) -> int:

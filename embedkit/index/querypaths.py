@@ -31,10 +31,16 @@ def query_path_from_manifest(gen: Path, manifest: dict, *, encoder=None, model: 
 
     qp = QueryPath(encoder, reducer, manifest["metric"], encoder_config=cfg, normalizer=normalizer,
                    runtime=runtime, device=device, splitter=PassageSplitter.from_manifest(manifest.get("passages")))
-    if manifest.get("calibration"):
-        from ..calibration import Calibrator
-
-        cal = Calibrator.load(gen / CALIBRATION_FILE)
-        cal.check_compatible(qp.identity(), where=f"the index in {gen.parent}")
-        qp.calibration = cal
+    qp.calibration = calibration_from_manifest(gen, manifest, qp)
     return qp
+
+
+def calibration_from_manifest(gen: Path, manifest: dict, qp: QueryPath):
+    """The generation's calibration (a Calibrator checked against ``qp``), or None."""
+    if not manifest.get("calibration"):
+        return None
+    from ..calibration import Calibrator
+
+    cal = Calibrator.load(gen / CALIBRATION_FILE)
+    cal.check_compatible(qp.identity(), where=f"the index in {gen.parent}")
+    return cal

@@ -4,12 +4,16 @@ first and then works on that immutable snapshot (see the concurrency contract in
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..errors import InputError
 from ..filters import Filter
+from ..textcheck import check_utf8
 from . import directory as dirs
 from .results import Hit, check_k, check_unit, lexical_documents
+from .summary import info_dict
 
 
 class IndexReads:
@@ -30,13 +34,28 @@ class IndexReads:
         ``fusion`` says); lexical and hybrid need the index's lexical part. ``unit``: ``documents``
         (each document once, ranked by its best passage, which :attr:`Hit.passage` names) or
         ``passages`` (dense only: the top-k passages, several may come from one document)."""
+        if isinstance(queries, (bytes, bytearray, dict, set, frozenset)) or not (
+                isinstance(queries, str) or hasattr(queries, "__iter__")):
+            raise InputError(f"queries must be a string or a list of strings, got {type(queries).__name__}")
         qs = [queries] if isinstance(queries, str) else list(queries)
         for i, q in enumerate(qs):
             if not isinstance(q, str) or not q.strip():
                 raise InputError(f"query {i} is {q!r}; queries must be non-empty strings")
+            check_utf8(f"query {i}", q)
         check_k(k)
-        return self.search_embedded(qs, None if mode == "lexical" else self.embed(qs), k, filter=filter,
-                                    min_score=min_score, mode=mode, min_probability=min_probability, unit=unit)
+        for attempt in (1, 2):  # another writer re-embedded the index between encoding and searching: again, once
+            self.refresh()
+            build_id = self.manifest.get("build_id")
+            try:
+                hits = self.search_embedded(qs, None if mode == "lexical" else self.embed(qs), k, filter=filter,
+                                            min_score=min_score, mode=mode, min_probability=min_probability, unit=unit)
+            except InputError:
+                if attempt == 2 or self.manifest.get("build_id") == build_id:
+                    raise
+                continue
+            if attempt == 2 or self.manifest.get("build_id") == build_id:
+                return hits
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def search_embedded(self, queries: list[str], vectors, k: int, *, filter=None, min_score: float | None = None,
                         mode: str = "dense", min_probability: float | None = None,
@@ -70,10 +89,11 @@ class IndexReads:
         """Score, P(similar) and match for each ``(a, b)`` pair, through the index's query path."""
         return self.query_path.similarity(pairs, batch_size=batch_size)
 
-    def calibrate(self, pairs_path, *, method: str = "isotonic", objective: str = "f1",
+    def calibrate(self, pairs_path, *, method: str = "isotonic", objective: str = "probability",
                   positive_label: float | None = None) -> dict:
         """Fit the score → P(similar) map and the decision threshold on labelled pairs and commit them
-        with the query path (``calibration.json``); returns its summary."""
+        with the query path (``calibration.json``); returns its summary. ``match`` is P(similar) >= 0.5
+        by default; ``objective="f1"`` or ``"accuracy"`` chooses the cut maximising that metric instead."""
         from .calibrate import calibrate_index
 
         return calibrate_index(self, pairs_path, method=method, objective=objective, positive_label=positive_label)
@@ -108,7 +128,7 @@ class IndexReads:
             row = [r for r in row if min_score is None or r[0] >= min_score]
             probs, matches = self.query_path.calibrated([r[0] for r in row]) if calibrated else \
                 ([None] * len(row), [None] * len(row))
-            hits = [Hit(r[1], r[2], r[0], r[3], p, mt, r[4] if len(r) > 4 else None)
+            hits = [Hit(r[1], r[2], r[0], copy.deepcopy(r[3]), p, mt, r[4] if len(r) > 4 else None)
                     for r, p, mt in zip(row, probs, matches)]
             if min_probability is not None:
                 if self.query_path.calibration is None:
@@ -122,19 +142,26 @@ class IndexReads:
         """A document by id (score 1.0), with its whole text, or None."""
         from .passages import is_document_row, user_metadata
 
+        if not isinstance(doc_id, str):
+            raise InputError(f"id {doc_id!r} is a {type(doc_id).__name__}; ids are strings (use {str(doc_id)!r})")
+        check_utf8("id", doc_id)
         self.refresh()
-        d = self.store.get(doc_id) if isinstance(doc_id, str) and is_document_row(doc_id) else None
-        return None if d is None else Hit(d[0], d[1], 1.0, user_metadata(d[2]))
+        d = self.store.get(doc_id) if is_document_row(doc_id) else None
+        # a copy: the caller may change it without changing what this snapshot filters on
+        return None if d is None else Hit(d[0], d[1], 1.0, copy.deepcopy(user_metadata(d[2])))
 
     def info(self) -> dict:
         """The manifest plus the live counts: ``count`` documents, ``rows`` vectors (passages)."""
         self.refresh()
-        m = dict(self.manifest)
-        m["directory"] = str(self.directory)
-        m["generation"] = self.generation.name
-        m["rows"] = self.store.count()
-        m["count"] = m["documents"] = len(self)
-        m["passages"] = dict(m.get("passages") or {"mode": "truncate"},
-                             per_document=round(m["rows"] / m["count"], 3) if m["count"] else 0.0)
-        m["size_bytes"] = dirs.dir_size(self.generation) + int(getattr(self.store, "external_bytes", lambda: 0)())
-        return m
+        external = int(getattr(self.store, "external_bytes", lambda: 0)())
+        return info_dict(self.directory, self.generation, self.manifest, rows=self.store.count(), documents=len(self),
+                         size_bytes=dirs.dir_size(self.generation) + external)
+
+    @classmethod
+    def read_info(cls, directory) -> dict:
+        """:meth:`info` of the committed generation from its manifest alone, without opening the vectors,
+        the document store or the model (:func:`embedkit.index.summary.read_info`); an index whose rows
+        live in a server (Milvus) is opened, since the server holds its counts."""
+        from .summary import read_info
+
+        return read_info(directory) or cls.load(directory).info()

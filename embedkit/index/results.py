@@ -17,7 +17,7 @@ class Hit:
     score: float
     metadata: dict | None = None
     probability: float | None = None   # P(similar) from the index's calibration (dense scores only)
-    match: bool | None = None          # score at or above the calibration's threshold
+    match: bool | None = None          # calibrated P(similar) >= 0.5 (or the f1/accuracy cut it was fitted with)
     passage: dict | None = None        # the passage that scored, {"index", "start", "end", "text"}: for a
     #                                    document read as several passages (always with unit="passages")
 
@@ -57,9 +57,11 @@ def lexical_documents(row: list[tuple]) -> list[tuple]:
     return [(s, i, t, user_metadata(m)) for s, i, t, m in row if is_document_row(i)]
 
 
-def ids_to_delete(ids: Iterable) -> list[str]:
-    """Distinct ids as strings, in order; an empty request is an error."""
-    ids = list(dict.fromkeys(str(i) for i in ids))
+def ids_to_delete(ids: Iterable[str] | str) -> list[str]:
+    """Distinct ids, in order: one id (a string) or an iterable of string ids; an empty request is an error."""
+    from .validate import ids_list
+
+    ids = list(dict.fromkeys(ids_list(ids, "delete")))
     if not ids:
         raise InputError("no ids to delete")
     return ids

@@ -17,9 +17,9 @@ name                    what runs
 ``openvino-int8``       the static int8 (QDQ) graph compiled by OpenVINO (CPU)
 ======================  ==========================================================================
 
-``"auto"`` is not a runtime but a choice made when the encoder is built: where the hardware computes
-bf16 natively ``openvino-bf16`` (CPU, OpenVINO installed) or ``torch-bf16``, else ``torch``
-(:func:`embedkit.runtimes.hardware.choose_auto`).
+``"auto"`` is not a runtime but a choice made when the encoder is built, by measurement: every
+installed runtime is timed on this machine and checked against fp32, the fastest within 0.5 Spearman
+points wins, and the decision is cached per machine and model (:mod:`embedkit.runtimes.measure`).
 
 A runtime outside embedkit is used by passing ``backend="package.module:Class"`` to the Encoder; the
 registry itself is read-only (no self-registration at import).
@@ -73,22 +73,18 @@ def runtime_class(name: str):
     return cls
 
 
-def make_runtime(name: str, encoder):
-    """Build runtime ``name`` for ``encoder`` (an :class:`embedkit.encoder.Encoder`); ``"auto"`` builds
-    the one :func:`embedkit.runtimes.hardware.resolve_auto` picks for ``encoder.device``. Should that
-    be ``openvino-bf16`` and the model's graph cannot be exported or compiled, ``auto`` says why (a
-    warning) and takes the torch runtime it would have picked without OpenVINO."""
+def make_runtime(name: str, encoder, *, auto_bound: float | None = None):
+    """Build runtime ``name`` for ``encoder`` (an :class:`embedkit.encoder.Encoder`). ``"auto"`` returns
+    the runtime :func:`embedkit.runtimes.measure.auto_runtime` measured (or cached) as the fastest within
+    ``auto_bound`` Spearman points of fp32 here; its decision is the runtime's ``auto_decision``."""
     if name != AUTO_RUNTIME:
         return runtime_class(name)(encoder)
-    from .hardware import choose_auto, resolve_auto, torch_native_bf16
+    from .measure import DEFAULT_BOUND, auto_runtime
 
-    name = resolve_auto(encoder.device)
-    try:
-        return runtime_class(name)(encoder)
-    except Exception as e:
-        if name != "openvino-bf16":
-            raise
-        fallback = choose_auto(encoder.device, openvino_bf16=False, torch_bf16=torch_native_bf16(encoder.device))
-        log.warning("backend auto: %s is unavailable for %s (%s: %s); using %s", name, encoder.model_name,
-                    type(e).__name__, e, fallback)
-        return runtime_class(fallback)(encoder)
+    runtime, decision = auto_runtime(encoder, bound=DEFAULT_BOUND if auto_bound is None else auto_bound)
+    runtime.auto_decision = decision
+    log.info("backend auto: %s for %s (%s; %s)", decision.choice, encoder.model_name,
+             "cached" if decision.cached else f"measured in {decision.seconds:.1f} s",
+             ", ".join(f"{m.name} {m.sentences_per_s}/s" if m.skipped is None else f"{m.name} skipped"
+                       for m in decision.measurements))
+    return runtime

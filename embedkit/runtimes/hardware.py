@@ -1,6 +1,35 @@
-"""What the machine computes natively, asked of the libraries themselves (no CPU-flag parsing here)."""
+"""What the machine is and computes natively: the CPU's identity (model name and the vector-instruction
+flags that change which kernels run, for cache keys and benchmark records) and bf16 support, asked of
+the libraries themselves. No choice is made from flags: ``backend="auto"`` measures
+(:mod:`embedkit.runtimes.measure`)."""
 
 from __future__ import annotations
+
+import os
+import platform
+
+#: The CPU flags that decide which int8 / bf16 kernels the libraries run.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile",
+                "asimd", "sve", "i8mm", "bf16")
+
+
+def cpu_identity() -> dict:
+    """``{"cpu": model name, "cpu_flags": [the KERNEL_FLAGS it has], "cores": logical cores}``, read from
+    ``/proc/cpuinfo`` (elsewhere: ``platform.processor()`` and no flags)."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model name") and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor() or platform.machine(),
+            "cpu_flags": [f for f in KERNEL_FLAGS if f in flags], "cores": os.cpu_count()}
 
 
 def torch_native_bf16(device: str | None) -> bool:
@@ -17,30 +46,16 @@ def torch_native_bf16(device: str | None) -> bool:
 
 
 def openvino_native_bf16() -> bool:
-    """Whether OpenVINO (with the ONNX export it compiles from) is installed and its CPU plugin lists
-    BF16 among its optimisation capabilities."""
-    from importlib.util import find_spec
-
-    if any(find_spec(name) is None for name in ("openvino", "onnxruntime", "onnx")):
-        return False
+    """Whether OpenVINO's CPU plugin lists BF16 among its optimisation capabilities (without it, a bf16
+    inference precision is emulated and far slower than fp32)."""
     import openvino
 
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def choose_auto(device: str | None, *, openvino_bf16: bool, torch_bf16: bool) -> str:
-    """The decision behind ``backend="auto"``, from what the machine can do: OpenVINO in bf16 (CPU
-    only; the fastest runtime of the README's encoding table with unchanged Spearman), else torch under
-    bf16 autocast, else fp32 torch."""
-    if _on_cpu(device) and openvino_bf16:
-        return "openvino-bf16"
-    return "torch-bf16" if torch_bf16 else "torch"
-
-
-def resolve_auto(device: str | None) -> str:
-    """The runtime ``backend="auto"`` means on this machine (see :func:`choose_auto`)."""
-    return choose_auto(device, openvino_bf16=_on_cpu(device) and openvino_native_bf16(),
-                       torch_bf16=torch_native_bf16(device))
+def native_bf16(runtime: str, device: str | None) -> bool:
+    """Whether the bf16 runtime ``runtime`` runs bf16 in hardware on ``device`` (the library's report)."""
+    return openvino_native_bf16() if runtime.startswith("openvino") else torch_native_bf16(device)
 
 
 def _on_cpu(device: str | None) -> bool:

@@ -23,8 +23,10 @@ Exports are cached, keyed by the model's identity (name, config, weight files, a
 parameters), the exported outputs, the opset and the variant's recipe:
 
 1. ``$EMBEDKIT_ONNX_CACHE/<key>/`` when that variable is set;
-2. ``<model dir>/onnx/embedkit-<key>/`` when the model is a local directory we may write to;
-3. ``$XDG_CACHE_HOME/embedkit/onnx/<key>/`` (default ``~/.cache/embedkit/onnx/<key>/``).
+2. else ``$XDG_CACHE_HOME/embedkit/onnx/<key>/`` (default ``~/.cache/embedkit/onnx/<key>/``).
+
+A model directory is input: nothing is ever written into it, even when it is writable (an export of
+m3e-small in all variants is about 290 MB, and model folders are often shared).
 """
 
 from __future__ import annotations
@@ -33,14 +35,13 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..fsutil import atomic_path, atomic_write_json
+from ..fsutil import atomic_path, atomic_write_json, user_cache_dir
 from ..provenance import model_fingerprint
 from .base import require_extra, st_tokenize
 from .pooling import MODEL_INPUTS
@@ -113,27 +114,12 @@ def cache_key(enc, outputs: tuple[str, ...], input_names: tuple[str, ...], varia
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def _writable(d: Path) -> bool:
-    # Mode bits as well as access(): root may write anywhere, but a directory marked read-only
-    # (such as shared model folders) should still be left alone.
-    try:
-        mode = d.stat().st_mode
-    except OSError:
-        return False
-    return bool(mode & stat.S_IWUSR) and os.access(d, os.W_OK | os.X_OK)
-
-
-def cache_dir(enc, key: str) -> Path:
+def cache_dir(key: str) -> Path:
+    """Where the graph with cache key ``key`` lives (see the module docstring)."""
     env = os.environ.get("EMBEDKIT_ONNX_CACHE")
     if env:
         return Path(env).expanduser() / key
-    model_dir = Path(enc.model_name)
-    if model_dir.is_dir():
-        onnx_dir = model_dir / "onnx"
-        if (onnx_dir.is_dir() and _writable(onnx_dir)) or (not onnx_dir.exists() and _writable(model_dir)):
-            return onnx_dir / f"embedkit-{key}"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "embedkit" / "onnx" / key
+    return user_cache_dir("onnx", key)
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -272,7 +258,7 @@ def model_inputs(enc) -> tuple[str, ...]:
 
 def _cached(enc, variant: str, outputs, input_names, make) -> Path:
     key = cache_key(enc, outputs, input_names, variant)
-    path = cache_dir(enc, key) / "model.onnx"
+    path = cache_dir(key) / "model.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         make(path)

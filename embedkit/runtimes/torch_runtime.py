@@ -74,6 +74,8 @@ class TorchBF16Runtime(TorchRuntime):
     batch (the vectors are the same). On hardware without native bf16 it still works, only slower than ``torch``."""
 
     name = "torch-bf16"
+    #: building it changes ``encoder.st`` (its Linear weights become bf16): measuring it must not
+    mutates_model = True
 
     def __init__(self, encoder):
         super().__init__(encoder)

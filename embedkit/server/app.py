@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, index=None) -> FastAPI:
     app.openapi = lambda: _openapi(app)
     install_error_handlers(app, settings.retry_after_s)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics,
-                       startup_error=lambda: app.state.startup_error)
+                       startup_error=lambda: app.state.startup_error, retry_after_s=settings.retry_after_s)
     return app
 
 

@@ -44,7 +44,24 @@ def error_body(type: str, message: str) -> dict:
 
 
 def error_response(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(type, message), status_code=status, headers=headers)
+    return JSONResponse(error_body(type, safe_text(message)), status_code=status, headers=headers)
+
+
+def safe_text(message: str) -> str:
+    """``message`` as UTF-8 can send it: a lone surrogate echoed from the input becomes ``\\ud800``."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def scrub_paths(message: str, index_dir) -> str:
+    """A client's message without the server's filesystem layout: the index directory is named by
+    its last component only."""
+    from pathlib import Path
+
+    d = Path(index_dir)
+    for form in {str(d.resolve()), str(d.absolute()), str(d)}:
+        if form not in ("", "."):
+            message = message.replace(form, d.name or "the index")
+    return message
 
 
 def to_error(exc: BaseException, retry_after_s: int = 1,
@@ -83,6 +100,11 @@ def allowed_methods(app, scope) -> list[str]:
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         status, type_, message, headers = to_error(exc, retry_after_s, request.headers.get("content-type"))
+        state = request.app.state
+        if isinstance(exc, QueueFullError) and getattr(state, "metrics", None) is not None:
+            state.metrics.rejected.inc()
+        if status < 500 and getattr(state, "settings", None) is not None:
+            message = scrub_paths(message, state.settings.index_dir)
         if status == 405:
             allow = allowed_methods(request.app, request.scope)
             headers = dict(headers or {}, Allow=", ".join(allow))
@@ -148,7 +170,7 @@ def _got(e: dict) -> str:
     if isinstance(v, str):
         if e.get("type") == "string_too_long":
             return f" (got {len(v)} characters)"
-        return f" (got {json.dumps(v[:60], ensure_ascii=False)}{'…' if len(v) > 60 else ''})"
+        return f" (got {safe_text(json.dumps(v[:60], ensure_ascii=False))}{'…' if len(v) > 60 else ''})"
     if isinstance(v, (list, tuple)):
         return f" (got a list of {len(v)})"
     if isinstance(v, dict):

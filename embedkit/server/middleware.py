@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -21,11 +22,16 @@ class GuardMiddleware:
       chunked: refused as soon as the running total passes the limit).
     * Every HTTP request is counted and timed by route template (``/documents/{doc_id}``, not the id).
     * A failed lifespan startup reports one readable line instead of a traceback.
+    * HEAD on a route that serves GET answers as GET does, without the body.
+    * A request still running when the server's shutdown grace period ends (uvicorn cancels it) gets
+      503 + Retry-After, like any request the stopping server cannot serve, not a 500 and a traceback.
     """
 
-    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics, startup_error: Callable[[], str | None]):
+    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics, startup_error: Callable[[], str | None],
+                 retry_after_s: int = 1):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.retry_after_s = retry_after_s
         self.metrics = metrics
         self.startup_error = startup_error
 
@@ -33,6 +39,8 @@ class GuardMiddleware:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
         elif scope["type"] == "http":
+            if scope.get("method") == "HEAD" and _serves_get(scope):  # HEAD: the GET answer without its body
+                scope, send = dict(scope, method="GET"), _without_body(send)
             await self._http(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -83,6 +91,13 @@ class GuardMiddleware:
                 await self.app(scope, limited_receive, tracking_send)
             except _BodyTooLarge:
                 pass
+            except asyncio.CancelledError:  # only uvicorn cancels a request: its shutdown grace period is over
+                asyncio.current_task().uncancel()
+                if not state["started"]:
+                    state["status"] = 503
+                    await _send_error(send, 503, "unavailable", _shutdown_message(scope),
+                                      {"retry-after": str(self.retry_after_s)})
+                return
             if state["too_big"] and not state["started"]:
                 state["status"] = 413
                 await _send_error(send, 413, "payload_too_large",
@@ -93,6 +108,30 @@ class GuardMiddleware:
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.observe_request(endpoint, scope.get("method", "?"), state["status"],
                                          time.perf_counter() - t0)
+
+
+def _shutdown_message(scope) -> str:
+    msg = "the server is shutting down and did not finish this request in time; retry shortly"
+    if scope.get("method") in ("POST", "DELETE") and scope.get("path", "").startswith("/documents"):
+        # the index write runs in a worker thread that the shutdown lets finish: it may have been applied
+        msg += " (the change may have been applied: check with GET /documents/{id}; a retried add of it answers 409)"
+    return msg
+
+
+def _serves_get(scope) -> bool:
+    from .errors import allowed_methods
+
+    app = scope.get("app")
+    return app is not None and hasattr(app, "router") and "GET" in allowed_methods(app, scope)
+
+
+def _without_body(send):
+    async def head_send(message):
+        if message["type"] == "http.response.body":
+            message = dict(message, body=b"")
+        await send(message)
+
+    return head_send
 
 
 def _content_length(scope) -> int | None:
@@ -107,9 +146,10 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _send_error(send, status: int, type_: str, message: str) -> None:
+async def _send_error(send, status: int, type_: str, message: str, extra: dict[str, str] | None = None) -> None:
     body = json.dumps(error_body(type_, message), ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

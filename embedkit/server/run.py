@@ -16,6 +16,11 @@ from .settings import Settings
 
 log = logging.getLogger("embedkit.server")
 
+# A request's head (request line + headers): refused past this size (414/431), dropped when unfinished
+# after this long (408); enforced by protocol.GuardedHttpToolsProtocol (h11 has the size cap only).
+MAX_HEADER_BYTES = 64 * 1024
+HEADER_TIMEOUT_S = 10.0
+
 APP_FACTORY = "embedkit.server.app:app_from_env"
 
 
@@ -26,6 +31,8 @@ def _fast_loop_and_parser() -> tuple[str, str]:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     if (loop, http) != ("uvloop", "httptools"):
         log.warning("uvloop/httptools not installed (pip install 'embedkit[api]'); serving with %s + %s", loop, http)
+    if http == "httptools":  # with the head limits uvicorn's protocol lacks (size, time; see protocol.py)
+        http = "embedkit.server.protocol:GuardedHttpToolsProtocol"
     return loop, http
 
 
@@ -37,7 +44,7 @@ def run_server(settings: Settings, *, access_log: bool = False) -> None:
     loop, http = _fast_loop_and_parser()
     common = {"host": settings.host, "port": settings.port, "lifespan": "on", "access_log": access_log, "loop": loop,
               "http": http, "log_level": "warning" if level >= logging.WARNING else "info", "server_header": False,
-              "timeout_graceful_shutdown": 10}
+              "timeout_graceful_shutdown": 10, "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
     if settings.workers > 1:
         # Each worker process rebuilds the settings from the environment it inherits.
         os.environ.update(settings.to_env())

@@ -205,7 +205,9 @@ class HitOut(BaseModel):
     score: float
     metadata: dict[str, Any] | None = None
     probability: float | None = Field(None, description="Calibrated P(similar); only on a calibrated index.")
-    match: bool | None = Field(None, description="score at or above the calibrated threshold; with probability.")
+    match: bool | None = Field(None, description="Whether the pair is more likely than not the same: calibrated "
+                                                 "P(similar) >= 0.5 (the index's calibration may instead use the "
+                                                 "F1- or accuracy-maximising score cut); with probability.")
     passage: PassageOut | None = Field(None, description="The passage that scored, for a document read as several "
                                                          "passages (always with unit=passages): for highlighting, "
                                                          "`text[start:end]` of the document.")
@@ -214,7 +216,9 @@ class HitOut(BaseModel):
 class PairScore(BaseModel):
     score: float
     probability: float | None = Field(None, description="Calibrated P(similar); null on an uncalibrated index.")
-    match: bool | None = Field(None, description="At or above the calibrated threshold; null when uncalibrated.")
+    match: bool | None = Field(None, description="Whether the pair is more likely than not the same: calibrated "
+                                                 "P(similar) >= 0.5 (the index's calibration may instead use the "
+                                                 "F1- or accuracy-maximising score cut); null when uncalibrated.")
 
 
 class SimilarityResponse(BaseModel):
@@ -304,3 +308,7 @@ class InfoResponse(BaseModel):
     generation: str
     embedkit_version: str
     settings: dict[str, Any]
+    auto: dict[str, Any] | None = Field(
+        None, description="With --backend auto: the runtime chosen on this machine, whether the decision was "
+                          "cached, and the measured table it was chosen from (sentences/s, min cosine and "
+                          "Spearman change against fp32, or why a runtime was skipped).")

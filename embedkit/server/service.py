@@ -21,7 +21,7 @@ import orjson
 
 from embedkit.corpus import Doc
 from embedkit.encoder import l2_normalize
-from embedkit.errors import InputError
+from embedkit.errors import IndexRebuiltError, InputError
 
 from .batching import MicroBatcher
 from .errors import ApiError
@@ -151,18 +151,33 @@ class Service:
     async def search(self, queries: list[str], top_k: int, filter: dict | None, min_score: float | None,
                      started: float, *, mode: str = "dense", min_probability: float | None = None,
                      unit: str = "documents") -> bytes:
-        raw = None if mode == "lexical" else await self.embed_raw(queries)
+        for attempt in (1, 2):  # the index re-embedded between encoding and searching: encode again, once
+            build_id = self.index.manifest.get("build_id")
+            raw = None if mode == "lexical" else await self.embed_raw(queries)
 
-        def work():
-            idx = self.index
-            count = len(idx)
-            rows = idx.search_embedded(queries, None if raw is None else self.finish(raw), top_k, filter=filter,
-                                       min_score=min_score, mode=mode, min_probability=min_probability, unit=unit)
-            results = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, rows)]
-            took = round((time.perf_counter() - started) * 1000, 3)
-            return dumps({"results": results, "count": count, "took_ms": took})
+            def work(raw=raw, build_id=build_id):
+                idx = self.index
+                try:
+                    count = len(idx)
+                    rows = idx.search_embedded(queries, None if raw is None else self.finish(raw), top_k,
+                                               filter=filter, min_score=min_score, mode=mode,
+                                               min_probability=min_probability, unit=unit)
+                except InputError:
+                    if idx.manifest.get("build_id") != build_id:  # e.g. the new model's dimension
+                        raise IndexRebuiltError("re-embedded while searching") from None
+                    raise
+                if idx.manifest.get("build_id") != build_id:
+                    raise IndexRebuiltError("re-embedded while searching")
+                results = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, rows)]
+                took = round((time.perf_counter() - started) * 1000, 3)
+                return dumps({"results": results, "count": count, "took_ms": took})
 
-        return await self._run(work)
+            try:
+                return await self._run(work)
+            except IndexRebuiltError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def similarity(self, pairs: list[tuple[str, str]]) -> bytes:
         raw = await self.embed_raw([a for a, _ in pairs] + [b for _, b in pairs])
@@ -238,21 +253,35 @@ class Service:
         if existing:
             raise ApiError(409, "conflict", f"id {existing[0]!r} is already in the index ({len(existing)} existing "
                                             "id(s) in this request); nothing was added")
-        ex = await self._run(lambda: self.index.passages_of(docs))  # long documents: one row per passage
-        raw = await self.embed_raw(ex.texts)
+        for attempt in (1, 2):  # a re-embed (or rebuild) between encoding and commit: encode again, once
+            build_id = self.index.manifest.get("build_id")  # before encoding: the model the vectors come from
+            ex = await self._run(lambda: self.index.passages_of(docs))  # long documents: one row per passage
+            raw = await self.embed_raw(ex.texts)
 
-        def work():
+            def work(ex=ex, raw=raw, build_id=build_id):
+                try:
+                    n = self.index.add_vectors(ex.rows, self.finish(raw), rows=True, build_id=build_id)
+                except IndexRebuiltError:
+                    raise
+                except InputError:
+                    self.index.refresh()
+                    if self.index.manifest.get("build_id") != build_id:  # e.g. the new model's dimension
+                        raise IndexRebuiltError("the index was re-embedded while these documents were encoded") \
+                            from None
+                    taken = [i for i in ids if self.index.get(i) is not None]
+                    if taken:  # a concurrent request added the same id in between
+                        raise ApiError(409, "conflict", f"id {taken[0]!r} is already in the index; nothing was "
+                                                        "added") from None
+                    raise
+                return dumps({"added": n, "ids": ids, "count": len(self.index)})
+
             try:
-                n = self.index.add_vectors(ex.rows, self.finish(raw), rows=True)
-            except InputError:
-                taken = [i for i in ids if self.index.get(i) is not None]
-                if taken:  # a concurrent request added the same id in between
-                    raise ApiError(409, "conflict", f"id {taken[0]!r} is already in the index; nothing was added") \
-                        from None
-                raise
-            return dumps({"added": n, "ids": ids, "count": len(self.index)})
-
-        return await self._run(work)
+                return await self._run(work)
+            except IndexRebuiltError:
+                if attempt == 2:
+                    raise
+                await self._run(self.index.refresh)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def delete_document(self, doc_id: str) -> dict:
         self._writable()
@@ -286,7 +315,16 @@ class Service:
                 "dim": int(m["dim"]), "encoder_dim": int(enc["dim"]), "metric": m["metric"],
                 "index_type": m["index"].get("factory", str(m["index"])), "count": len(idx),
                 "generation": idx.generation.name, "embedkit_version": __version__,
-                "settings": self.settings.public()}
+                "settings": self.settings.public(), "auto": self._auto_info()}
+
+    def _auto_info(self) -> dict | None:
+        decision = self.path.encoder.auto_decision
+        if decision is None:
+            return None
+        keep = ("name", "sentences_per_s", "min_cosine", "delta", "skipped")
+        return {"choice": decision.choice, "bound": decision.bound, "cached": decision.cached,
+                "measured_at": decision.measured_at,
+                "measurements": [{k: getattr(m, k) for k in keep} for m in decision.measurements]}
 
 
 def _limit_faiss_threads(n: int) -> None:

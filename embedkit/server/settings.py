@@ -54,8 +54,10 @@ class Settings:
 
     def __post_init__(self):
         object.__setattr__(self, "index_dir", Path(self.index_dir))
-        if self.api_key is not None and not str(self.api_key).strip():
-            object.__setattr__(self, "api_key", None)
+        if self.api_key == "":
+            object.__setattr__(self, "api_key", None)  # no key given (an empty EMBEDKIT_API_KEY)
+        if self.api_key is not None:
+            _check_api_key(self.api_key)
         _positive = ("max_texts", "max_chars", "max_document_chars", "max_top_k", "max_body_bytes", "max_filter_fields",
                      "max_batch", "max_batch_tokens", "max_queue", "retry_after_s", "workers", "worker_threads",
                      "search_threads")
@@ -130,3 +132,19 @@ class Settings:
         d["auth"] = self.api_key is not None
         d["read_only"] = self.read_only
         return d
+
+
+def _check_api_key(key) -> None:
+    """A key a client can send in ``Authorization: Bearer <key>``: printable ASCII, no surrounding spaces
+    (a blank key would turn auth off, a non-ASCII one could never match a header)."""
+    if not isinstance(key, str):
+        raise InputError(f"the API key must be a string, got {type(key).__name__}")
+    if not key.strip():
+        raise InputError("the API key is only whitespace; give a real key (printable ASCII) or none at all")
+    if key != key.strip():
+        raise InputError("the API key has leading or trailing whitespace, which an Authorization header "
+                         "cannot carry; remove it")
+    bad = next((c for c in key if not 0x21 <= ord(c) <= 0x7E), None)
+    if bad is not None:
+        raise InputError(f"the API key contains {bad!r} (U+{ord(bad):04X}); keys must be printable ASCII "
+                         "without spaces, as an Authorization header carries them")

@@ -27,6 +27,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -330,7 +331,7 @@ class BinaryBackend:
                 if name == cls.BINARIZE:
                     with arrays[name] as z:
                         arrays[name] = (z["rotation"], z["thresholds"])
-            except (OSError, ValueError, KeyError) as e:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 raise IndexFormatError(f"binary index file {directory / name} is corrupt: {str(e)[:200]}") from None
         vectors, iids, (rot, thr) = arrays[cls.VECTORS], arrays[cls.ROWS], arrays[cls.BINARIZE]
         n = int(index.ntotal)

@@ -30,6 +30,15 @@ from .faiss_common import (  # noqa: F401  (re-exported: the names the rest of e
 
 
 
+def MMAP_FLAGS(faiss) -> int:  # noqa: N802 - reads as the constant it stands for
+    """``read_index`` flags that map a saved index's codes from the file instead of copying them into
+    RAM (``IO_FLAG_MMAP_IFC``: flat and SQ codes, HNSW storage; IVF lists are read into RAM, since FAISS
+    maps them only from its own on-disk list format), read-only.
+    Opening then costs what a command touches: a one-query flat search reads the file through the page
+    cache once; ``index info`` and an add of one document read none of it."""
+    return getattr(faiss, "IO_FLAG_MMAP_IFC", 0) | faiss.IO_FLAG_READ_ONLY
+
+
 def nlist_for(n_expected: int, n_train: int | None = None) -> int:
     """IVF list count: about 4*sqrt(N) for the expected corpus size N, keeping at least 39 training
     vectors per list (FAISS' own minimum) when ``n_train`` is given."""
@@ -285,8 +294,8 @@ class FaissBackend:
         path = directory / cls.FILE
         if not path.is_file():
             raise IndexFormatError(f"FAISS file {path} is missing")
-        try:
-            index = faiss.read_index(str(path))
+        try:  # memory-mapped, read-only: a committed base is never changed in place (compaction copies it)
+            index = faiss.read_index(str(path), MMAP_FLAGS(faiss))
         except RuntimeError as e:
             raise IndexFormatError(f"FAISS file {path} is corrupt or unreadable: "
                                    f"{str(e).splitlines()[0][:200]}") from None

@@ -117,7 +117,9 @@ class MilvusBackend:
             if len(d.text.encode()) > TEXT_MAX_BYTES:
                 raise InputError(f"document {d.id!r} has {len(d.text.encode())} bytes of text; the Milvus "
                                  f"backend stores at most {TEXT_MAX_BYTES}")
-            rows.append({"id": d.id, "text": d.text, "metadata": d.metadata, "vector": v})
+            # {} for "no metadata": a Milvus server refuses null in a JSON field (Milvus Lite lets it through)
+            rows.append({"id": d.id, "text": d.text, "metadata": {} if d.metadata is None else d.metadata,
+                         "vector": v})
         for i in range(0, len(rows), INSERT_BATCH):
             # upsert: two replicas adding the same id at once leave one row, never two
             self._call("upsert", self.client.upsert, self.collection, rows[i:i + INSERT_BATCH])
@@ -166,7 +168,7 @@ class MilvusBackend:
     def get(self, doc_id: str):
         res = self._call("get", self.client.get, self.collection, ids=[str(doc_id)],
                          output_fields=["id", "text", "metadata"])
-        return None if not res else (res[0]["id"], res[0]["text"], res[0].get("metadata"))
+        return None if not res else (res[0]["id"], res[0]["text"], _meta(res[0].get("metadata")))
 
     def iter_all(self, batch: int = 1000, with_vectors: bool = True):
         """Every document as (id, text, metadata, vector) — for export and migration."""
@@ -175,7 +177,7 @@ class MilvusBackend:
         try:
             while rows := it.next():
                 for r in rows:
-                    yield r["id"], r["text"], r.get("metadata"), (np.asarray(r["vector"], np.float32)
+                    yield r["id"], r["text"], _meta(r.get("metadata")), (np.asarray(r["vector"], np.float32)
                                                                    if with_vectors else None)
         finally:
             it.close()
@@ -205,7 +207,7 @@ class MilvusBackend:
                     score = float(h["distance"])
                     ent = h.get("entity") or {}
                     hits.append((-score if self.metric == "l2" else score, h["id"], ent.get("text"),
-                                 ent.get("metadata")))
+                                 _meta(ent.get("metadata"))))
                 hits.sort(key=lambda t: -t[0])
                 out.append(hits)
         return out
@@ -237,3 +239,8 @@ def lite_dir_size(backend: MilvusBackend) -> int:
     if p.is_file():
         return p.stat().st_size
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+
+
+def _meta(stored):
+    """Metadata as the caller gave it: a document added without any is stored as {} and reads as None."""
+    return stored if stored else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +56,14 @@ def write_segment(path: Path, vectors, deleted, docs) -> Segment:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     deleted = np.ascontiguousarray(deleted, dtype=np.int64)
     rows = [[d.id, d.text, d.metadata] for d in docs]
-    blob = np.frombuffer(json.dumps(rows, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+    text = json.dumps(rows, ensure_ascii=False)
+    blob = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     with open(path, "wb") as f:
         np.savez(f, vectors=vectors, deleted=deleted, docs=blob)
         f.flush()
         os.fsync(f.fileno())
-    return Segment(path.name, -1, vectors, deleted, tuple(tuple(r) for r in rows))
+    # the snapshot holds its own copy of the metadata (the caller may change its dicts afterwards)
+    return Segment(path.name, -1, vectors, deleted, tuple(tuple(r) for r in json.loads(text)))
 
 
 def read_segment(path: Path, dim: int, first_iid: int) -> Segment:
@@ -70,7 +73,7 @@ def read_segment(path: Path, dim: int, first_iid: int) -> Segment:
         with np.load(path, allow_pickle=False) as z:
             vectors, deleted = z["vectors"], z["deleted"]
             rows = json.loads(z["docs"].tobytes().decode("utf-8"))
-    except (OSError, ValueError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise IndexFormatError(f"segment file {path} is corrupt: {str(e)[:200]}") from None
     if vectors.ndim != 2 or vectors.shape[0] != len(rows) or (len(rows) and vectors.shape[1] != dim):
         raise IndexFormatError(f"segment file {path} is inconsistent: vectors {vectors.shape}, "
