@@ -155,7 +155,7 @@ def iter_corpus(path: str | os.PathLike, *, fmt: str | None = None, text_field: 
             raise InputError(f"{path}:{lineno}: empty id")
         if doc_id in seen:
             raise InputError(f"{path}:{lineno}: duplicate id {doc_id!r}; ids must be unique")
-        from .index.validate import check_metadata, check_utf8
+        from .validate import check_metadata, check_utf8
 
         try:  # lone surrogates (JSON's \ud800 escapes), NaN, Infinity or too deep: name the line
             check_utf8(f"document id {doc_id!r}", doc_id)

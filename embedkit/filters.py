@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 
 from .errors import InputError
-from .textcheck import check_utf8
+from .validate import check_utf8
 
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _INT64 = (-2 ** 63, 2 ** 63 - 1)

@@ -102,7 +102,8 @@ def measure(label: str, directory: Path, env: dict, repeats: int, tag: str, chec
     def adds():
         for r in range(repeats):
             one = directory.parent / f"one-{tag}-{r}.jsonl"
-            one.write_text(json.dumps({"id": f"one-{tag}-{r}", "text": "新加的一篇文档"}, ensure_ascii=False) + "\n")
+            doc_id = f"one-{tag}-{time.time_ns()}"  # new in every run, on an index kept between runs
+            one.write_text(json.dumps({"id": doc_id, "text": "新加的一篇文档"}, ensure_ascii=False) + "\n")
             yield [*py, "index", "add", str(directory), str(one)]
 
     plans = {"info": [[*py, "index", "info", str(directory)]] * repeats,

@@ -152,7 +152,9 @@ def render_encode(res: dict) -> list[str]:
         a = t["auto_choice"]
         notes.append(f"`auto` chose `{a['choice']}`: {_ratio(a['measured'])} the speed of the fastest runtime within "
                      f"0.5 points here (`{a['fastest_within_bound']}`), target ≥ 0.95×: "
-                     f"**{'met' if a['met'] else 'missed'}**")
+                     f"**{'met' if a['met'] else 'missed'}**"
+                     + (" (the same runtime: the two rows differ by this one run's timing noise)"
+                        if a["fastest_within_bound"] == f"embedkit-{a['choice']}" else ""))
     if "auto_first_use" in t:
         a = t["auto_first_use"]
         notes.append(f"`auto` first use on this machine (exporting every graph, then measuring): "

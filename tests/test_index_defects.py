@@ -57,7 +57,7 @@ def test_a_jsonl_corpus_with_nan_metadata_fails_the_build_naming_the_field(tmp_p
 def test_a_nan_stored_before_validation_breaks_no_filtered_search(tmp_path, monkeypatch):
     """Defence in depth: a row already holding NaN (an index written by an older version) is reported by
     `check` and never makes a filtered search or a get fail."""
-    import embedkit.index.validate as validate
+    import embedkit.validate as validate
 
     idx = _build(tmp_path / "idx", 20)
     monkeypatch.setattr(validate, "check_metadata", lambda *a: None)  # what older versions did

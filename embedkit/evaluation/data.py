@@ -78,6 +78,23 @@ def split_path(root: str | os.PathLike, task: str, split: str) -> Path:
     return Path(root) / task / f"{task}.{split}.data"
 
 
+def read_pair_text(path: Path) -> tuple[bytes, str]:
+    """The bytes and the UTF-8 text of a pair file; errors name the file (and the line of a bad byte)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"pair file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"pair file {str(path)!r} is a directory") from None
+    except OSError as e:
+        raise InputError(f"pair file {str(path)!r} cannot be read: {e.strerror}") from None
+    try:
+        return raw, raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"{str(path)!r} is not UTF-8 (bad byte at line {line}, offset {e.start})") from None
+
+
 def read_pairs(path: str | os.PathLike, *, task: str = "", split: str = "",
                limit: int | None = None) -> PairSet:
     """Read one pair file. ``limit`` keeps the first ``limit`` scorable pairs (the sha256 is always
@@ -85,17 +102,7 @@ def read_pairs(path: str | os.PathLike, *, task: str = "", split: str = "",
     path = Path(path)
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
         raise InputError(f"limit must be a positive integer, got {limit!r}")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"pair file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"pair file {str(path)!r} is a directory") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise InputError(f"{str(path)!r} is not UTF-8 (bad byte at line {line}, offset {e.start})") from None
+    raw, text = read_pair_text(path)
     s1: list[str] = []
     s2: list[str] = []
     labels: list[float] = []

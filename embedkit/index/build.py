@@ -37,7 +37,7 @@ def check_docs(docs: list[Doc], seen: set[str], *, rows: bool = False) -> None:
     """Ids, texts and metadata of documents (``rows``: of store rows, where a later passage of a document
     has an empty text and an id with U+001F; see :mod:`embedkit.index.passages`)."""
     from .passages import check_user_docs, is_document_row
-    from .validate import check_metadata, check_utf8
+    from ..validate import check_metadata, check_utf8
 
     if not rows:
         check_user_docs(docs)

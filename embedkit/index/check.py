@@ -36,7 +36,7 @@ def check_index(idx) -> list[str]:
 
 def _segment_metadata(store, gen) -> list[str]:
     """Documents in delta segments whose metadata holds a non-finite number (written before validation)."""
-    from .validate import check_metadata
+    from ..validate import check_metadata
 
     for s in getattr(store, "segments", ()):
         for doc in s.docs:

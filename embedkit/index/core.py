@@ -181,7 +181,7 @@ class EmbedIndex(IndexReads):
         """Encode and add documents with new ids (all or nothing). Returns how many were added."""
         from .build import check_docs, warn_truncated
         from .passages import expand
-        from .validate import check_chunk_size
+        from ..validate import check_chunk_size
 
         check_chunk_size(chunk_size)
         self.refresh()  # ids deleted or added by another process since the last read
@@ -218,7 +218,7 @@ class EmbedIndex(IndexReads):
         since, :class:`embedkit.errors.IndexRebuiltError` is raised and nothing is written."""
         from ..stores.faiss_backend import as_f32
         from .build import check_docs
-        from .validate import check_finite_vectors
+        from ..validate import check_finite_vectors
 
         vectors = as_f32(vectors, self.dim, "document vectors")
         if len(docs) != vectors.shape[0]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..filters import Filter
-from ..textcheck import check_utf8
+from ..validate import check_utf8
 from . import directory as dirs
 from .results import Hit, check_k, check_unit, lexical_documents
 from .summary import info_dict

@@ -59,7 +59,7 @@ def lexical_documents(row: list[tuple]) -> list[tuple]:
 
 def ids_to_delete(ids: Iterable[str] | str) -> list[str]:
     """Distinct ids, in order: one id (a string) or an iterable of string ids; an empty request is an error."""
-    from .validate import ids_list
+    from ..validate import ids_list
 
     ids = list(dict.fromkeys(ids_list(ids, "delete")))
     if not ids:

@@ -10,9 +10,10 @@ OpenAPI document says): non-blank text is ``pattern: \\S``, "exactly one of quer
 ``oneOf``, integers are JSON Schema integers (``4.0`` is one, so it is accepted as 4).
 """
 
+import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -24,20 +25,69 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypeAliasType
+
+from embedkit.validate import INT64_MAX, INT64_MIN
 
 from .settings import Settings
 
 FILTER_FIELD = r"^[A-Za-z_][A-Za-z0-9_\-]*$"  # the document store's rule for metadata field names
 
 
+#: JSON numbers in metadata and filters: what SQLite's JSON functions and the answers' serializer hold
+#: exactly (64-bit integers); a float outside that range is refused as well, so the published schema can
+#: state one range for every number.
+NUMBER_RANGE = {"minimum": INT64_MIN, "maximum": INT64_MAX}
+
+
+def _number_in_range(what: str, v: Any) -> None:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
+        raise PydanticCustomError("number_range", "{what} is {value}, outside the 64-bit integer range of metadata numbers "
+                                  "({lo} .. {hi}); store it as a string",
+                                  {"what": what, "value": str(v)[:40], "lo": INT64_MIN, "hi": INT64_MAX})
+
+
 def _scalar(v: Any) -> Any:
     if v is None or isinstance(v, (str, int, float, bool)):
+        _number_in_range("the filter value", v)
         return v
     raise PydanticCustomError("filter_value", "filter values must be a string, number, boolean or null")
 
 
 FilterValue = Annotated[Any, AfterValidator(_scalar),
-                        WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
+                        WithJsonSchema({"anyOf": [{"type": ["string", "boolean", "null"]},
+                                                  {"type": "number", **NUMBER_RANGE}]})]
+
+#: A metadata value: JSON with every number in :data:`NUMBER_RANGE` (the schema states it; the
+#: validator before it names the offending field in plain words).
+MetadataValue = TypeAliasType("MetadataValue", Union[  # noqa: UP007 - a recursive alias needs Union here
+    None, Annotated[bool, Field(strict=True)], Annotated[str, Field(strict=True)],
+    Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)],
+    Annotated[float, Field(strict=True, ge=INT64_MIN, le=INT64_MAX, allow_inf_nan=False)],
+    list["MetadataValue"], dict[str, "MetadataValue"]])
+
+
+def _metadata_rules(v: Any) -> Any:
+    """Name the field of a metadata number out of range (or not finite) before the union's own errors."""
+    def walk(path: str, x: Any) -> None:
+        if isinstance(x, dict):
+            for k, item in x.items():
+                walk(f"{path}.{k}" if path else str(k), item)
+        elif isinstance(x, list):
+            for i, item in enumerate(x):
+                walk(f"{path}[{i}]", item)
+        elif isinstance(x, float) and not math.isfinite(x):
+            raise PydanticCustomError("number_finite", "metadata field '{field}' is {value}; metadata numbers "
+                                      "must be finite", {"field": path, "value": str(x)})
+        else:
+            _number_in_range(f"metadata field {path!r}", x)
+
+    if isinstance(v, dict):
+        walk("", v)
+    return v
+
+
+Metadata = Annotated[dict[str, MetadataValue] | None, BeforeValidator(_metadata_rules)]
 
 
 # "Some character that is not whitespace", whitespace as Python's str.isspace() knows it, written out
@@ -163,7 +213,7 @@ def make_schemas(s: Settings) -> Schemas:
         id: Annotated[str, Field(strict=True, min_length=1, max_length=256, json_schema_extra={"pattern": NOT_BLANK}),
                       AfterValidator(_not_blank)]
         text: text_type(s.max_document_chars)
-        metadata: dict[str, Any] | None = None
+        metadata: Metadata = None
 
     class AddDocumentsRequest(_Strict):
         documents: Annotated[list[DocumentIn], Field(

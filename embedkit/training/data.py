@@ -115,19 +115,10 @@ def _read_labelled_file(path: Path) -> TrainingPairs:
 
 
 def _decode(path: Path) -> tuple[str, str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"pair file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"pair file {str(path)!r} is a directory") from None
-    except OSError as e:
-        raise InputError(f"pair file {str(path)!r} cannot be read: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise InputError(f"{str(path)!r} is not UTF-8 (bad byte at line {line}, offset {e.start})") from None
+    """The UTF-8 text of a pair file and the sha256 of its bytes."""
+    from ..evaluation.data import read_pair_text
+
+    raw, text = read_pair_text(path)
     return text, hashlib.sha256(raw).hexdigest()
 
 

@@ -7,8 +7,17 @@ import math
 
 import numpy as np
 
-from ..errors import InputError
-from ..textcheck import check_utf8
+from .errors import InputError
+
+
+def check_utf8(what: str, value: str) -> None:
+    """A string that UTF-8 can encode (no lone surrogates such as ``"\\ud800"``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{what} contains a lone surrogate {value[e.start]!r} at position {e.start}, which "
+                         "UTF-8 cannot encode; send valid Unicode text") from None
+
 
 MAX_DEPTH = 32  # nesting of metadata objects and lists (SQLite's JSON functions stop at 1000)
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
