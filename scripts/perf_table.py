@@ -439,65 +439,29 @@ def render_writes(res: dict) -> list[str]:
     return out
 
 
-def render_faults(res: dict) -> list[str]:
-    from perf_reliability import render_faults as render
+def _elsewhere(target: str):
+    """A renderer kept in its own ``scripts/perf_*.py`` module (``"module:function"``), which receives
+    this module's table and machine-line helpers; imported when a result of its kind is rendered."""
+    module, name = target.split(":")
 
-    return render(res, _table, machine_line)
+    def render(res: dict) -> list[str]:
+        import importlib
 
+        return getattr(importlib.import_module(module), name)(res, _table, machine_line)
 
-def render_soak(res: dict) -> list[str]:
-    from perf_reliability import render_soak as render
-
-    return render(res, _table, machine_line)
-
-
-def render_reembed(res: dict) -> list[str]:
-    from perf_reembed import render_reembed as render
-
-    return render(res, _table, machine_line)
+    return render
 
 
-def render_reader_lock(res: dict) -> list[str]:
-    from perf_reader_lock import render_reader_lock as render
-
-    return render(res, _table, machine_line)
-
-
-def render_open(res: dict) -> list[str]:
-    from perf_open import render_open as render
-
-    return render(res, _table, machine_line)
-
-
-def render_documents(res: dict) -> list[str]:
-    from perf_documents import render_documents as render
-
-    return render(res, _table, machine_line)
-
-
-def render_overlap(res: dict) -> list[str]:
-    from perf_documents import render_overlap as render
-
-    return render(res, _table, machine_line)
-
-
-def render_finetune(res: dict) -> list[str]:
-    from perf_finetune import render_finetune as render
-
-    return render(res, _table, machine_line)
-
-
-def render_finetune_cmrc(res: dict) -> list[str]:
-    from perf_finetune import render_finetune_cmrc as render
-
-    return render(res, _table, machine_line)
-
-
-RENDERERS = {"finetune": render_finetune, "finetune_cmrc": render_finetune_cmrc, "open": render_open, "documents": render_documents, "documents_overlap": render_overlap, "compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
+RENDERERS = {"compressed": render_compressed, "encode": render_encode, "search": render_search, "demo": render_demo,
              "build_memory": render_build_memory, "serve": render_serve, "eval_overhead": render_eval_overhead,
              "ray": render_ray, "retrieval": render_retrieval, "lexical": render_lexical, "writes": render_writes,
-             "calibration": render_calibration, "reader_lock": render_reader_lock, "reembed": render_reembed,
-             "faults": render_faults, "soak": render_soak}
+             "calibration": render_calibration}
+RENDERERS.update({name: _elsewhere(target) for name, target in {
+    "documents": "perf_documents:render_documents", "documents_overlap": "perf_documents:render_overlap",
+    "finetune": "perf_finetune:render_finetune", "finetune_cmrc": "perf_finetune:render_finetune_cmrc",
+    "open": "perf_open:render_open", "reembed": "perf_reembed:render_reembed",
+    "reader_lock": "perf_reader_lock:render_reader_lock", "faults": "perf_reliability:render_faults",
+    "soak": "perf_reliability:render_soak"}.items()})
 
 
 # -- assembly --------------------------------------------------------------------------------------
