@@ -58,9 +58,10 @@ class Filter:
         return cls(tuple(items))
 
     def needs_exact_types(self) -> bool:
-        """True when a value is a number: stores that compare JSON booleans with numbers (Milvus)
-        must re-check their hits with :meth:`matches`."""
-        return any(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in self.items)
+        """True when a value is a number or null: Milvus compares JSON booleans with numbers, and a
+        Milvus 2.3 server can only find null as "not a scalar" (arrays and objects too), so its hits
+        must be re-checked with :meth:`matches`."""
+        return any(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for _, v in self.items)
 
     def as_dict(self) -> dict:
         return dict(self.items)
@@ -112,7 +113,11 @@ class Filter:
         for field, value in self.items:
             ref = f'{column}["{field}"]'
             if value is None:
-                clauses.append(f"{ref} is null")
+                # `is null` needs Milvus >= 2.4 (Lite has it; a 2.3 server refuses to parse it). This works on
+                # both: Lite's `exists` is false for missing and null; a 2.3 server's only for missing,
+                # and its explicit nulls are the values that are no scalar (see needs_exact_types)
+                clauses.append(f'(not (exists {ref}) or not ({ref} >= 0 or {ref} < 0 or {ref} >= "" or '
+                               f"{ref} == true or {ref} == false))")
             elif isinstance(value, bool):
                 clauses.append(f"{ref} == {'true' if value else 'false'}")
             elif isinstance(value, str):

@@ -159,6 +159,9 @@ def main(argv=None) -> int:
     ap.add_argument("--time-budget", type=float, default=1800)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--epochs", type=float, default=1.0)
+    # lr / batch: the recipe the committed finetune_<task>.json files were measured with, kept so their
+    # commands reproduce them; the library's defaults (embedkit.constants.FINETUNE_DEFAULTS) came later,
+    # from scripts/bench_finetune_grid.py
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)

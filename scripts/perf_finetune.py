@@ -52,3 +52,28 @@ def render_finetune_cmrc(res: dict, table, machine_line) -> list[str]:
             for r in res["rows"]]
     return ["### Fine-tuning: in-batch negatives on CMRC 2018 (retrieval)", "", intro, "",
             *table(["model", "MRR@10", "R@1", "R@10", "nDCG@10"], rows, "lrrrr"), "", *_targets(res), machine_line(res)]
+
+
+def render_finetune_grid(res: dict, table, machine_line) -> list[str]:
+    d, s, ch = res["data"], res["settings"], res["chosen"]
+    lrs = sorted({c["lr"] for c in res["cells"]})
+    batches = sorted({c["batch_size"] for c in res["cells"]})
+    by = {(c["lr"], c["batch_size"]): c for c in res["cells"]}
+    rows = []
+    for bs in batches:
+        row = [f"batch {bs} ({-(-s['pairs_budget'] // bs)} steps)"]
+        for lr in lrs:
+            c = by.get((lr, bs))
+            mark = "**" if c is not None and (lr, bs) == (ch["lr"], ch["batch_size"]) else ""
+            row.append("—" if c is None else f"{mark}{c['delta']:+.2f}{mark}")
+        rows.append(row)
+    base = res["cells"][0]["valid_base"]
+    intro = (f"How the defaults were chosen: {_model(res)} fine-tuned with CoSENT on {res['task']} train pairs, every "
+             f"cell on the same {s['pairs_budget']:,} training pairs (equal compute; warm-up and linear decay run to "
+             f"the end), seed {s['seed']}; gain in Spearman × 100 on the first {d['valid_pairs']:,} pairs of the "
+             f"*valid* split (base {base:.2f}; the test split is not looked at). Chosen: lr {ch['lr']:g}, batch "
+             f"{ch['batch_size']} ({ch['delta']:+.2f}), by the rule: {ch.get('rule', 'the best valid gain')} (best cell "
+             f"{ch.get('best_delta', ch['delta']):+.2f}); the library's defaults when it ran: lr "
+             f"{res['defaults_before']['lr']:g}, batch {res['defaults_before']['batch_size']}.")
+    return [f"### Fine-tuning defaults: learning rate × batch on {res['task']}", "", intro, "",
+            *table(["", *(f"lr {lr:g}" for lr in lrs)], rows, "l" + "r" * len(lrs)), "", machine_line(res)]

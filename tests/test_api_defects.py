@@ -64,6 +64,24 @@ def test_a_filter_integer_beyond_64_bits_is_a_422_naming_the_value(client, value
     assert "Traceback" not in caplog.text
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_filter_value_is_a_422_that_says_so(client, literal, caplog):
+    with caplog.at_level(logging.INFO):
+        msg = _error(client.post("/search", content='{"query": "信用卡", "filter": {"n": %s}}' % literal,
+                                 headers=JSON), 422)
+    assert "finite" in msg and "64-bit" not in msg, msg
+    assert "Traceback" not in caplog.text
+
+
+def test_min_score_beyond_its_published_range_is_refused_as_the_schema_says(client):
+    prop = client.get("/openapi.json").json()["components"]["schemas"]["SearchRequest"]["properties"]["min_score"]
+    bound = next(s for s in prop["anyOf"] if s.get("type") == "number")
+    assert bound["maximum"] == -bound["minimum"] > 1  # a stated, finite range
+    assert client.post("/search", json={"query": "信用卡", "min_score": bound["maximum"]}).status_code == 200
+    msg = _error(client.post("/search", content='{"query": "信用卡", "min_score": %s}' % ("9" * 400), headers=JSON), 422)
+    assert "min_score" in msg, msg
+
+
 @pytest.mark.parametrize("body", [
     '{"query": "信用卡", "filter": {"topic": "\\ud800"}}',
     '{"query": "\\ud800"}',

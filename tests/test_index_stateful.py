@@ -36,7 +36,9 @@ from .conftest import ROOT, FakeEncoder
 
 HNSW_RECALL_FLOOR = 0.9
 POOL = tuple(f"d{i:02d}" for i in range(48))
-STEPS = {"total": 0, "runs": 0, "flat": 0, "hnsw": 0}   # counted across machines (the soak script reads it too)
+# counted across machines, read by scripts/soak_index.py too ("server": the steps of tests/_server_machine.py,
+# "rest": those of them that went through REST)
+STEPS = {"total": 0, "runs": 0, "flat": 0, "hnsw": 0, "server": 0, "rest": 0}
 FILTERS = [None, {"g": 0}, {"g": 1}, {"g": 2}, {"t": True}, {"t": False}, {"s": "a"}, {"s": None}, {"f": 1},
            {"g": True}, {"g": 1, "t": False}]
 

@@ -36,7 +36,8 @@ def closed_port() -> int:
 def test_filter_expression_escapes_and_types():
     assert filter_expression({"lang": "zh", "n": 3, "ok": True, "x": None, "f": 0.5}) == (
         'metadata["lang"] == "zh" and metadata["n"] == 3 and metadata["ok"] == true and '
-        'metadata["x"] is null and metadata["f"] == 0.5')
+        '(not (exists metadata["x"]) or not (metadata["x"] >= 0 or metadata["x"] < 0 or metadata["x"] >= "" or '
+        'metadata["x"] == true or metadata["x"] == false)) and metadata["f"] == 0.5')
     assert filter_expression({"q": 'a"b\\c 中文'}) == r'metadata["q"] == "a\"b\\c 中文"'
     with pytest.raises(InputError, match=r"filter field 'a\"\]' must be a plain name"):
         filter_expression({'a"]': 1})

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import EmbedkitUsageError
+from ..constants import FINETUNE_DEFAULTS as D
 
 GUARD_EXIT = 3  # the guard refused the model (input errors exit 1)
 
@@ -35,17 +36,17 @@ class GuardRefused(EmbedkitUsageError):
                    "(MultipleNegativesRankingLoss); cmnrl: its cached variant, for large batches in little memory.")
 @click.option("--label-scale", default="0:1", show_default=True, metavar="LOW:HIGH",
               help="Allowed label range (0:1 for 0/1 labels, 0:5 for STS-B); labels outside it are refused.")
-@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D["valid_fraction"],
               show_default=True, help="Share of --pairs held back when no --valid is given.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=D["epochs"], show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimizer steps.")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Stop training after this many seconds (the last step is evaluated and saved).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--max-length", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--warmup-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D["lr"], show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=D["batch_size"], show_default=True)
+@click.option("--max-length", type=click.IntRange(min=1), default=D["max_length"], show_default=True)
+@click.option("--warmup-ratio", type=click.FloatRange(0, 1, max_open=True), default=D["warmup_ratio"], show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=D["seed"], show_default=True)
 @click.option("--eval-steps", type=click.IntRange(min=1), default=None,
               help="Score on the valid pairs every N steps [default: --save-steps, else a tenth of the run].")
 @click.option("--save-steps", type=click.IntRange(min=1), default=None,
@@ -59,10 +60,18 @@ class GuardRefused(EmbedkitUsageError):
 @click.option("--restart", is_flag=True, help="Discard the checkpoints in the work dir and start over.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep the work dir after the model is written.")
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
+@click.option("--hard-negatives", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="INDEX_DIR", help="mnrl/cmnrl: give each pair the best passage of this embedkit index for its "
+                                        "query that is not its positive, as a third column (a hard negative).")
+@click.option("--hard-negatives-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Hits searched per query for --hard-negatives.")
+@click.option("--hard-negatives-skip", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Leave aside the best N candidates (they may be unlabelled positives).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def finetune(base, pairs, valid, out_dir, loss, label_scale, valid_fraction, epochs, max_steps, time_budget, lr,
              batch_size, max_length, warmup_ratio, seed, eval_steps, save_steps, min_delta, keep_anyway, overwrite,
-             work_dir, restart, keep_checkpoints, device, no_progress):
+             work_dir, restart, keep_checkpoints, device, hard_negatives, hard_negatives_k, hard_negatives_skip,
+             no_progress):
     """Fine-tune the encoder on labelled PAIRS and write it to OUTPUT, if it beats the base model.
 
     The base model and every checkpoint (each --eval-steps) are scored on held-back pairs with embedkit's
@@ -85,7 +94,8 @@ def finetune(base, pairs, valid, out_dir, loss, label_scale, valid_fraction, epo
                          lr=lr, batch_size=batch_size, max_length=max_length, warmup_ratio=warmup_ratio, seed=seed,
                          eval_steps=eval_steps, save_steps=save_steps, min_delta=min_delta, keep_anyway=keep_anyway,
                          overwrite=overwrite, work_dir=work_dir, restart=restart, keep_checkpoints=keep_checkpoints,
-                         device=device, progress=not no_progress)
+                         device=device, hard_negatives=hard_negatives, hard_negatives_k=hard_negatives_k,
+                         hard_negatives_skip=hard_negatives_skip, progress=not no_progress)
     except GuardError as e:
         if e.result is not None:
             click.echo(json.dumps(e.result.summary(), ensure_ascii=False))

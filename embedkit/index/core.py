@@ -245,7 +245,7 @@ class EmbedIndex(IndexReads):
 
         build_id = build_id or self.manifest.get("build_id")
         if not self.store.LOCAL:
-            return self._add_remote(batches)
+            return self._add_remote(batches, build_id)
         tmp = dirs.new_tmp(self.directory)
         try:
             staged, n = [], 0
@@ -271,7 +271,11 @@ class EmbedIndex(IndexReads):
             raise
         return n
 
-    def _add_remote(self, batches) -> int:
+    def _add_remote(self, batches, build_id) -> int:
+        """Add to a store that keeps its rows in a server. The directory lock is held *shared* (writers
+        do not wait for each other; the server orders them): a re-embed switches while holding it
+        exclusively, so a write lands in the collection it reads its last writes from, or fails with
+        :class:`IndexRebuiltError` (it was prepared for the index before the switch)."""
         from .passages import is_document_row
 
         counted = []
@@ -281,7 +285,8 @@ class EmbedIndex(IndexReads):
                 counted.append(sum(is_document_row(d.id) for d in chunk))
                 yield chunk, vecs
 
-        with self._lock:
+        with self._lock, dirs.writer_lock(self.directory, shared=True):
+            self._reload_locked(build_id)
             self.store.add_batches(counting())
         return sum(counted)
 
@@ -293,8 +298,9 @@ class EmbedIndex(IndexReads):
         build_id = self.manifest.get("build_id")
         # only document ids can be known (a later passage's row id is not a document; Milvus cannot quote it)
         doc_ids = [i for i in ids if is_document_row(i)]
-        if not self.store.LOCAL:
-            with self._lock:
+        if not self.store.LOCAL:  # shared lock: see _add_remote (a deletion needs no model: the latest index)
+            with self._lock, dirs.writer_lock(self.directory, shared=True):
+                self._reload_locked(None)
                 require_known(ids, self.store.existing_ids(doc_ids))
                 self.store.delete(rows_of(self.store, ids))
                 return len(ids)

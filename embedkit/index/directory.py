@@ -78,11 +78,16 @@ def current_key(directory: Path):
 
 
 @contextlib.contextmanager
-def writer_lock(directory: Path):
-    """Hold the index directory's exclusive writer lock (released by the kernel if we die)."""
-    fd = os.open(Path(directory) / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+def writer_lock(directory: Path, *, shared: bool = False):
+    """Hold the index directory's exclusive writer lock (released by the kernel if we die); ``shared``:
+    hold it shared, as writes to a server-backed store do (they exclude a switch, not each other)."""
+    path = Path(directory) / LOCK
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(path, os.O_RDONLY) if shared else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except FileNotFoundError:  # (shared, read-only open) an index whose LOCK was never created
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

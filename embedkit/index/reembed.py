@@ -20,8 +20,13 @@ The old index keeps serving throughout; the switch is one commit like any other:
    result says how to redo it.
 
 A kill at any point before the switch leaves the live index untouched (the temporary directory is
-removed by the next writer); after it, the new generation is complete. FAISS-backed indexes only:
-a Milvus index keeps its rows in the server (build a new collection there instead).
+removed by the next writer); after it, the new generation is complete.
+
+**Milvus.** The new vectors go into a new collection at the same URI while the old one keeps serving;
+writes to a Milvus index hold the directory's lock shared, so the switch (which holds it exclusively)
+sees every committed write. The committed manifest names the new collection under the same alias, the
+alias is moved to it, and the old collection is dropped a grace period later; a failed re-embed drops
+its collection, a killed one's is dropped by the next re-embed (:mod:`embedkit.stores.milvus_swap`).
 """
 
 from __future__ import annotations
@@ -83,9 +88,14 @@ def reembed_index(cls, directory, *, encoder=None, model: str | None = None, poo
     t0 = time.perf_counter()
     directory = Path(directory)
     live = cls.load(directory)
+    session = None  # a store that keeps its rows in a server re-embeds into a new collection there
     if not live.store.LOCAL:
-        raise InputError("index reembed works on FAISS-backed indexes; a Milvus index keeps its rows in the server: "
-                         "build a new collection with the new model and point the service at it")
+        if not hasattr(live.store, "rebuild_session"):
+            raise InputError(f"index reembed does not support the {live.store.name!r} store (FAISS and Milvus do)")
+        with live._lock, dirs.writer_lock(directory):  # under the lock: never mistakes the live collection for
+            live._reload_locked(None)                   # an older re-embed's leftover
+            session = live.store.rebuild_session()
+            session.drop_stale()
     m = live.manifest
     old_enc = m["encoder"]
     if encoder is None:
@@ -106,16 +116,21 @@ def reembed_index(cls, directory, *, encoder=None, model: str | None = None, poo
     split = dict(m.get("passages") or {"mode": "truncate"})
     same_window = int(old_enc["max_length"]) == int(encoder.max_length)
     desc = m["index"]
-    kind = desc.get("type") if desc.get("type") in INDEX_TYPES else desc.get("factory")
+    if session is None:
+        target = {"index": desc.get("type") if desc.get("type") in INDEX_TYPES else desc.get("factory"),
+                  "index_params": desc.get("params")}
+    else:
+        target = session.build_options()
     build_id = m.get("build_id")
 
     snapshot = documents(live.store)
     work = Path(tempfile.mkdtemp(prefix=f".tmp-gen-{os.getpid()}-reembed-", dir=directory))
+    switched = False
     try:
         log.info("re-embedding %d documents of %s with %s", len(snapshot), directory, encoder.model_name)
         fresh = cls.build(work / "index", [Doc(i, t, md) for i, (t, md) in snapshot.items()], encoder=encoder,
-                          reduce=reducer, metric=m["metric"], normalize=m.get("normalize", "none"), index=kind,
-                          index_params=desc.get("params"), split=split.get("mode", "truncate"),
+                          reduce=reducer, metric=m["metric"], normalize=m.get("normalize", "none"), **target,
+                          split=split.get("mode", "truncate"),
                           passage_tokens=split.get("max_tokens") if same_window and split.get("mode") == "passages" else None,
                           passage_overlap=split.get("overlap") if same_window and split.get("mode") == "passages" else None,
                           lexical="lexical" in desc, tune_pairs=tune, expected_size=max(len(snapshot), 1),
@@ -145,12 +160,22 @@ def reembed_index(cls, directory, *, encoder=None, model: str | None = None, poo
                                 reembedded={"from": {k: old_enc.get(k) for k in ("model", "pooling", "max_length")},
                                             "from_build_id": build_id, "at": now(), "documents": len(latest),
                                             "writes_caught_up": caught_up + last})
+                if session is not None:  # rows in the server: the new collection under the same alias
+                    manifest.update(index=session.manifest_index(fresh.store), count=fresh.store.count(),
+                                    documents=len(latest))
                 write_manifest(tmp, manifest)
                 gen = dirs.publish(directory, tmp)
+                switched = True
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            if session is not None:
+                session.switched()
             locked_s = time.perf_counter() - t_lock
+    except BaseException:
+        if session is not None and not switched:
+            session.discard()
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     idx = cls.load(directory, encoder=encoder)
@@ -169,4 +194,6 @@ def reembed_index(cls, directory, *, encoder=None, model: str | None = None, poo
             summary["calibration"] = None
             summary["calibration_dropped"] = (f"the calibration was fitted on the old model's scores and was not carried "
                                               f"over; run `embedkit calibrate {directory} PAIRS.tsv` again")
+    if session is not None:
+        summary["milvus"] = session.retire()  # the old collection, once no reader can still be on it
     return idx, summary

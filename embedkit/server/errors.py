@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,6 +73,8 @@ def to_error(exc: BaseException, retry_after_s: int = 1,
     if isinstance(exc, RequestValidationError):
         return validation_error(exc.errors(), content_type)
     if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):  # FastAPI: "error parsing the body"
+            return 400, "invalid_json", _unparsable(exc.__cause__), None
         return exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail), \
             getattr(exc, "headers", None)
     if isinstance(exc, ClientDisconnected):
@@ -86,6 +90,15 @@ def to_error(exc: BaseException, retry_after_s: int = 1,
     if isinstance(exc, EmbedkitError):
         return 500, "embedkit_error", str(exc), None
     return 500, "internal_error", "internal server error (details are in the server log)", None
+
+
+def _unparsable(cause: ValueError) -> str:
+    """Why a body the JSON parser gave up on was refused (not a syntax error: those are ``json_invalid``)."""
+    digits = re.search(r"value has (\d+) digits", str(cause))
+    if digits:
+        return (f"the request body is not valid JSON here: a number has {digits.group(1)} digits "
+                f"(at most {sys.get_int_max_str_digits()})")
+    return f"the request body is not valid JSON: {type(cause).__name__}: {str(cause)[:200]}"
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

@@ -38,9 +38,15 @@ FILTER_FIELD = r"^[A-Za-z_][A-Za-z0-9_\-]*$"  # the document store's rule for me
 #: exactly (64-bit integers); a float outside that range is refused as well, so the published schema can
 #: state one range for every number.
 NUMBER_RANGE = {"minimum": INT64_MIN, "maximum": INT64_MAX}
+#: |min_score| at most this: cosines lie in -1..1 and BM25 or fused scores far below it; a bound the
+#: schema can state, so an over-long integer is refused as documented.
+MAX_SCORE = 1e9
 
 
 def _number_in_range(what: str, v: Any) -> None:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise PydanticCustomError("number_finite", "{what} is {value}; JSON numbers must be finite (NaN and "
+                                  "Infinity are not JSON)", {"what": what, "value": str(v)})
     if isinstance(v, (int, float)) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
         raise PydanticCustomError("number_range", "{what} is {value}, outside the 64-bit integer range of metadata numbers "
                                   "({lo} .. {hi}); store it as a string",
@@ -173,7 +179,8 @@ def make_schemas(s: Settings) -> Schemas:
         queries: Texts | None = Field(None, description=f"Up to {s.max_texts} queries.")
         top_k: int_type(ge=1, le=s.max_top_k) = Field(
             10, description="Hits per query (an index with fewer documents returns them all).")
-        min_score: float | None = Field(None, strict=True, allow_inf_nan=False, description="Drop hits scoring below this.")
+        min_score: float | None = Field(None, strict=True, allow_inf_nan=False, ge=-MAX_SCORE, le=MAX_SCORE,
+                                        description="Drop hits scoring below this (cosine, BM25 or fused score).")
         filter: Filter | None = Field(None, description="Metadata equality filter, e.g. {\"topic\": \"快递物流\"}.")
         mode: Literal["dense", "lexical", "hybrid"] = Field(
             "dense", description="dense (vectors), lexical (BM25 over Chinese words) or hybrid (both, fused with the "

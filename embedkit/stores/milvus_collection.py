@@ -10,9 +10,9 @@ import numpy as np
 
 from ..errors import EmbedkitError, IndexFormatError, InputError
 from .milvus_client import (DEFAULT_LITE_FILE, ID_MAX_BYTES, INDEX_TYPES, INSERT_BATCH, KIND_PREFIX, QUERY_BATCH,
-                            TEXT_MAX_BYTES, MilvusError, _index_params, _milvus_metric, _msg, _quote_ids, _redact,
-                            _vector_dim, check_collection, check_uri, connect, default_collection, filter_expression,
-                            is_remote, parse_kind, record_uri, resolve_uri)
+                            TEXT_MAX_BYTES, MilvusError, _index_params, _milvus_metric, _msg, _probe, _quote_ids,
+                            _redact, _vector_dim, check_collection, check_uri, connect, default_collection,
+                            filter_expression, is_remote, parse_kind, record_uri, resolve_uri)
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,13 @@ class MilvusBackend:
         except EmbedkitError:
             raise
         except Exception as e:
-            raise MilvusError(f"Milvus {what} on collection {self.collection!r} at {_redact(self.uri)!r} "
-                              f"failed: {_msg(e)}") from None
+            where = f"Milvus {what} on collection {self.collection!r} at {_redact(self.uri)!r} failed"
+            if is_remote(self.uri):  # say so plainly when the server is gone (pymilvus: "illegal params or ...")
+                try:
+                    _probe(self.uri, 2.0)
+                except MilvusError as down:
+                    raise MilvusError(f"{where}: {down}") from None
+            raise MilvusError(f"{where}: {_msg(e)}") from None
 
 
 def lite_dir_size(backend: MilvusBackend) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexFormatError, InputError
-from .milvus_client import DEFAULT_LITE_FILE, _redact, check_collection, connect, default_collection, preflight
+from .milvus_client import DEFAULT_LITE_FILE, MilvusError, _redact, check_collection, connect, default_collection, preflight
 from .milvus_collection import MilvusBackend, lite_dir_size
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class MilvusStore:
         self.client = be.client
         self.collection = desc.get("collection", be.collection)
         self.physical = be.collection
+        self._unsettled: list[str] = []  # rows of a failed add that Milvus was not there to take back
 
     preflight = staticmethod(preflight)
 
@@ -126,15 +127,19 @@ class MilvusStore:
     # -- reads ------------------------------------------------------------------------------------
     def count(self, flt=None) -> int:
         """Rows (matching ``flt``, a Filter, when given)."""
+        self._settle()
         return self.be.count(flt)
 
     def existing_ids(self, ids) -> set[str]:
+        self._settle()
         return self.be.existing_ids(ids)
 
     def get(self, doc_id: str):
+        self._settle()
         return self.be.get(doc_id)
 
     def search(self, vectors: np.ndarray, k: int, flt) -> list[list[tuple]]:
+        self._settle()
         if flt is None or not flt.needs_exact_types():
             return self.be.search(vectors, k, flt)
         # Milvus compares JSON true with 1: fetch more and apply the one filter rule here
@@ -148,6 +153,7 @@ class MilvusStore:
                 return out
 
     def iterate(self, *, with_vectors: bool = False, batch: int = 1000):
+        self._settle()
         rows = []
         for did, text, meta, vec in self.be.iter_all(batch, with_vectors=with_vectors):
             rows.append((None, did, text, meta, vec))
@@ -160,11 +166,18 @@ class MilvusStore:
     def describe(self) -> dict:
         return dict(self.desc)
 
+    def rebuild_session(self):
+        """A re-embed of this index into a new collection with an alias swap (:mod:`.milvus_swap`)."""
+        from .milvus_swap import MilvusSwap
+
+        return MilvusSwap(self)
+
     def external_bytes(self) -> int:
         return lite_dir_size(self.be)
 
     # -- writes (no local generation) ---------------------------------------------------------------
     def add_batches(self, batches) -> int:
+        self._settle()
         added: list[str] = []
         try:
             for chunk, vecs in batches:
@@ -173,14 +186,35 @@ class MilvusStore:
             if not added:
                 raise InputError("no documents to add")
             self.be.flush()
-        except BaseException:
-            if added:
-                self.be.remove(added)
-                self.be.flush()
+        except BaseException as e:
+            if added and not self._roll_back(added) and isinstance(e, MilvusError):
+                raise MilvusError(f"adding documents failed, nothing was added: {e} (the rows it may have "
+                                  "written are removed before this index's next read or write)") from None
+            if isinstance(e, MilvusError):
+                raise MilvusError(f"adding documents failed, nothing was added: {e}") from None
             raise
         return len(added)
 
+    def _roll_back(self, ids: list[str]) -> bool:
+        """Remove the rows of a failed add. When Milvus cannot take them back now (it is down: a server
+        restarted from its log brings back every row it acknowledged), keep them to remove first thing."""
+        try:
+            self.be.remove(ids)
+            self.be.flush()
+            return True
+        except MilvusError as e:
+            log.warning("could not remove the %d rows of a failed add yet: %s", len(ids), e)
+            self._unsettled = list(dict.fromkeys(self._unsettled + ids))
+            return False
+
+    def _settle(self) -> None:
+        if self._unsettled:
+            self.be.remove(self._unsettled)
+            self.be.flush()
+            self._unsettled = []
+
     def delete(self, ids: list[str]) -> int:
+        self._settle()
         self.be.remove(ids)
         self.be.flush()
         return len(ids)

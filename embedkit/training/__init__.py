@@ -2,6 +2,7 @@
 
 * :mod:`embedkit.training.data`    -- reading and checking training / valid pairs, the seeded split;
 * :mod:`embedkit.training.scoring` -- the held-back score with embedkit's evaluation (Spearman, MRR@10);
+* :mod:`embedkit.training.negatives` -- hard negatives mined with an existing embedkit index;
 * :mod:`embedkit.training.trainer` -- sentence-transformers' trainer, losses and callbacks (heavy imports);
 * :mod:`embedkit.training.guard`   -- the guard: no model unless it beats the base on valid;
 * :mod:`embedkit.training.card`    -- the training card beside the model;

@@ -42,6 +42,7 @@ class TrainingPairs:
     source: str = "<memory>"
     sha256: str = ""
     extra: dict = field(default_factory=dict)
+    negatives: list[str] | None = None   # one hard negative per pair (embedkit.training.negatives), or none
 
     def __len__(self) -> int:
         return len(self.sentences1)
@@ -53,7 +54,8 @@ class TrainingPairs:
     def subset(self, idx) -> TrainingPairs:
         idx = [int(i) for i in idx]
         return TrainingPairs([self.sentences1[i] for i in idx], [self.sentences2[i] for i in idx],
-                             None if self.labels is None else self.labels[idx], self.source, self.sha256)
+                             None if self.labels is None else self.labels[idx], self.source, self.sha256,
+                             negatives=None if self.negatives is None else [self.negatives[i] for i in idx])
 
     def summary(self) -> dict:
         out = {"source": self.source, "sha256": self.sha256, "n_pairs": len(self)}

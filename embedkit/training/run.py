@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..constants import FINETUNE_DEFAULTS
 from ..errors import InputError
 from . import workdir
 from .card import base_identity, library_versions, write_card
@@ -23,10 +24,7 @@ from .guard import GuardError, improved, verdict
 
 log = logging.getLogger(__name__)
 
-#: Defaults not yet chosen by measurement (the issue's recipe: AdamW 2e-5, 10% warm-up, 1 epoch, batch 32,
-#: max length 64); scripts/bench_finetune.py is how they will be chosen.
-DEFAULTS = {"lr": 2e-5, "epochs": 1.0, "batch_size": 32, "max_length": 64, "warmup_ratio": 0.1,
-            "weight_decay": 0.01, "seed": 42, "valid_fraction": 0.1}
+DEFAULTS = FINETUNE_DEFAULTS  # chosen by measurement: see embedkit/constants.py
 
 
 @dataclass
@@ -93,6 +91,7 @@ def finetune(base, train_pairs, *, out_dir, valid_pairs=None, loss: str = "cosen
              seed: int = DEFAULTS["seed"], eval_steps: int | None = None, save_steps: int | None = None,
              min_delta: float = 0.0, keep_anyway: bool = False, overwrite: bool = False, work_dir=None,
              restart: bool = False, keep_checkpoints: bool = False, device: str | None = None,
+             hard_negatives=None, hard_negatives_k: int = 10, hard_negatives_skip: int = 0,
              progress: bool = True) -> FinetuneResult:
     """Fine-tune ``base`` (a model directory or hub id) on ``train_pairs`` and write the model to ``out_dir``.
 
@@ -100,7 +99,10 @@ def finetune(base, train_pairs, *, out_dir, valid_pairs=None, loss: str = "cosen
     without ``valid_pairs`` a seeded ``valid_fraction`` of the training pairs is held back. ``loss``:
     ``"cosent"`` (labelled pairs, labels inside ``label_scale``), ``"mnrl"`` (query/positive pairs,
     in-batch negatives) or ``"cmnrl"`` (the same, cached: large batches in little memory). Held-back score:
-    Spearman for labelled valid pairs, MRR@10 otherwise.
+    Spearman for labelled valid pairs, MRR@10 otherwise. ``hard_negatives``: an embedkit index directory;
+    each training pair (mnrl/cmnrl) gets as a third column the best of the index's top
+    ``hard_negatives_k`` passages for its query that is not its positive (after ``hard_negatives_skip``):
+    :mod:`embedkit.training.negatives`.
 
     The guard: if the best checkpoint's valid score is not above the base model's by more than
     ``min_delta``, :class:`~embedkit.training.guard.GuardError` is raised and nothing is written to
@@ -135,6 +137,12 @@ def finetune(base, train_pairs, *, out_dir, valid_pairs=None, loss: str = "cosen
     else:
         train, valid = split_valid(train, valid_fraction, seed)
     check_valid(valid)
+    if hard_negatives is not None:
+        if loss == "cosent":
+            raise InputError("hard negatives are for --loss mnrl or cmnrl (query, relevant text pairs), not cosent")
+        from .negatives import mine_hard_negatives
+
+        train = mine_hard_negatives(train, hard_negatives, k=hard_negatives_k, skip=hard_negatives_skip)
     check_batch(train, batch_size)
     hp = _steps(len(train), {"lr": lr, "epochs": float(epochs), "max_steps": max_steps, "batch_size": batch_size,
                              "max_length": max_length, "warmup_ratio": warmup_ratio, "weight_decay": weight_decay,
@@ -151,6 +159,7 @@ def finetune(base, train_pairs, *, out_dir, valid_pairs=None, loss: str = "cosen
     settings = {"base": base_id["sha256"] or base_name, "loss": loss, "label_scale": list(scale),
                 "train_sha256": train.sha256, "n_train": len(train), "valid_sha256": valid.sha256,
                 "n_valid": len(valid), "valid_split": valid.extra or None, "device_type": device.split(":")[0],
+                "hard_negatives": train.extra.get("hard_negatives"),
                 **{k: v for k, v in hp.items() if k != "logging_steps"}}
     workdir.prepare(work, settings, restart=restart)
     ckpt_root = work / "checkpoints"

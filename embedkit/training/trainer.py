@@ -122,7 +122,10 @@ def make_dataset(pairs: TrainingPairs):
     if pairs.labelled:
         return Dataset.from_dict({"sentence1": pairs.sentences1, "sentence2": pairs.sentences2,
                                   "score": [float(v) for v in pairs.labels]})
-    return Dataset.from_dict({"anchor": pairs.sentences1, "positive": pairs.sentences2})
+    columns = {"anchor": pairs.sentences1, "positive": pairs.sentences2}
+    if pairs.negatives is not None:  # (anchor, positive, negative): the in-batch losses take a third column
+        columns["negative"] = pairs.negatives
+    return Dataset.from_dict(columns)
 
 
 def make_loss(model, loss: str):

@@ -3,8 +3,10 @@ it on its own EmbedIndex object (kept across commands, so it must follow the oth
 by itself) and answers one JSON line: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": ...}``.
 
 Commands: ``{"dir", "build_id", "op": "add", "docs": [[id, text, metadata], ...]}``, ``"op": "delete",
-"ids": [...]``, ``"op": "compact"``. A command for another directory or build id loads the index again
-(an object holding a fake encoder cannot rebuild the query path of a rebuilt index by itself)."""
+"ids": [...]``, ``"op": "compact"``, ``"op": "warm"`` (encode one text). A command for another directory
+or build id loads the index again (an object holding a fake encoder cannot rebuild the query path of a
+rebuilt index by itself). ``"real": true`` loads the index with the model its manifest names (the
+server-backed soak, tests/_server_machine.py); otherwise with a fake encoder of dimension ``dim``."""
 
 import json
 import sys
@@ -25,7 +27,8 @@ def main() -> None:
         cmd = json.loads(line)
         try:
             if idx is None or where != (cmd["dir"], cmd["build_id"]):
-                idx = EmbedIndex.load(cmd["dir"], encoder=FakeEncoder(int(cmd.get("dim", 16))))
+                fake = None if cmd.get("real") else FakeEncoder(int(cmd.get("dim", 16)))
+                idx = EmbedIndex.load(cmd["dir"], encoder=fake)
                 where = (cmd["dir"], cmd["build_id"])
             if cmd["op"] == "add":
                 result = idx.add([Doc(i, t, m) for i, t, m in cmd["docs"]])
@@ -33,6 +36,8 @@ def main() -> None:
                 result = idx.delete(cmd["ids"])
             elif cmd["op"] == "compact":
                 result = idx.compact()
+            elif cmd["op"] == "warm":  # load the model now (it loads on first use)
+                result = len(idx.embed(["预热"]))
             else:
                 raise ValueError(f"unknown op {cmd['op']!r}")
             answer = {"ok": True, "result": result}
