@@ -46,6 +46,21 @@ def _pairs(path: Path, limit: int | None):
     return [(a, b, float(y)) for a, b, y in zip(ps.sentences1, ps.sentences2, ps.scores)], ps.sha256
 
 
+def add_task_args(ap) -> None:
+    """The options this script and scripts/bench_finetune_grid.py share: base model, data, task."""
+    ap.add_argument("--model", default=str(shared_path("models", "m3e-small")))
+    ap.add_argument("--data", default=str(shared_path("data", "sts-zh")))
+    ap.add_argument("--task", default="BQ", choices=TASKS)
+
+
+def task_pairs(args):
+    """The task's label scale, its first ``--train-pairs`` train pairs and ``--valid-pairs`` valid pairs
+    (each with its file's sha256)."""
+    d = Path(args.data) / args.task
+    return ("0:5" if args.task == "STS-B" else "0:1", _pairs(d / f"{args.task}.train.data", args.train_pairs),
+            _pairs(d / f"{args.task}.valid.data", args.valid_pairs))
+
+
 def _train_kwargs(args) -> dict:
     return {"epochs": args.epochs, "max_steps": args.max_steps, "time_budget": args.time_budget, "lr": args.lr,
             "batch_size": args.batch_size, "max_length": args.max_length, "warmup_ratio": args.warmup_ratio,
@@ -57,9 +72,7 @@ def run_sts(args, tmp: Path) -> dict:
     from embedkit.training import finetune
 
     data = Path(args.data)
-    scale = "0:5" if args.task == "STS-B" else "0:1"
-    train, train_sha = _pairs(data / args.task / f"{args.task}.train.data", args.train_pairs)
-    valid, valid_sha = _pairs(data / args.task / f"{args.task}.valid.data", args.valid_pairs)
+    scale, (train, train_sha), (valid, valid_sha) = task_pairs(args)
     t0 = time.perf_counter()
     res = finetune(args.model, train, valid_pairs=valid, out_dir=tmp / "tuned", label_scale=scale,
                    **_train_kwargs(args))
@@ -144,9 +157,7 @@ def run_cmrc(args, tmp: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(shared_path("models", "m3e-small")))
-    ap.add_argument("--data", default=str(shared_path("data", "sts-zh")))
-    ap.add_argument("--task", default="BQ", choices=TASKS)
+    add_task_args(ap)
     ap.add_argument("--mnrl-cmrc", action="store_true", help="in-batch negatives on CMRC 2018 trial, MRR@10 on dev")
     ap.add_argument("--cmrc-trial", default=str(shared_path("data", "cmrc2018", "cmrc2018_trial.json")))
     ap.add_argument("--cmrc-dev", default=str(shared_path("data", "cmrc2018", "cmrc2018_dev.json")))

@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_finetune import TASKS, _pairs  # noqa: E402
-from benchlib import machine_info, now_utc, shared_path, write_result  # noqa: E402
+from bench_finetune import add_task_args, task_pairs  # noqa: E402
+from benchlib import machine_info, now_utc, write_result  # noqa: E402
 
 
 def _args_without_previous(argv) -> str:
@@ -43,9 +43,7 @@ def _args_without_previous(argv) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(shared_path("models", "m3e-small")))
-    ap.add_argument("--data", default=str(shared_path("data", "sts-zh")))
-    ap.add_argument("--task", default="BQ", choices=TASKS)
+    add_task_args(ap)
     ap.add_argument("--lrs", default="1e-5,2e-5,5e-5", help="comma-separated learning rates")
     ap.add_argument("--batch-sizes", default="16,32", help="comma-separated batch sizes")
     ap.add_argument("--train-pairs", type=int, default=20000)
@@ -70,10 +68,7 @@ def main(argv=None) -> int:
     from embedkit.training import finetune
     from embedkit.training.run import DEFAULTS
 
-    data = Path(args.data)
-    scale = "0:5" if args.task == "STS-B" else "0:1"
-    train, train_sha = _pairs(data / args.task / f"{args.task}.train.data", args.train_pairs)
-    valid, valid_sha = _pairs(data / args.task / f"{args.task}.valid.data", args.valid_pairs)
+    scale, (train, train_sha), (valid, valid_sha) = task_pairs(args)
     lrs = [float(x) for x in args.lrs.split(",")]
     batches = [int(x) for x in args.batch_sizes.split(",")]
     same = {"model": args.model, "task": args.task, "train_pairs": args.train_pairs, "valid_pairs": args.valid_pairs,
